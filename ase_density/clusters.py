@@ -1,0 +1,149 @@
+"""Seeded water-cluster geometries: random non-overlapping packing of rigid waters, a short
+TIP3P relaxation, then thermal variety, intramolecular flexibility included.
+
+Thermal variety is drawn, not simulated (rigid-water MD costs ~0.1 s/step here): each water gets
+a rigid-body displacement (translation sigma 0.15 Å, rotation sigma 8°, roughly 300 K librations
+and hydrogen-bond stretches in TIP3P) and new internal coordinates, O–H lengths from
+N(0.97 Å, 0.03 Å) and H–O–H angles from N(104.5°, 5°) (the spread of classical flexible-water MD
+at 300 K), each clipped at 3 sigma.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+R_OH, ANGLE_HOH = 0.9572, 104.52  # TIP3P geometry (Å, degrees)
+THERMAL = dict(translation=0.15, rotation_deg=8.0, r_oh_mean=0.97, r_oh_sigma=0.03, angle_mean=104.5, angle_sigma=5.0)
+MIN_OO, MIN_OH_INTER, MIN_HH_INTER = 2.3, 1.3, 1.4  # Å: closer intermolecular contacts are rejected
+CONNECT_OO = 3.6  # Å: O–O distance that links waters into one cluster (no fragments)
+VOLUME_PER_WATER = 30.0  # Å^3, liquid density
+
+
+def _water(r_oh=R_OH, angle=ANGLE_HOH) -> np.ndarray:
+    """O, H, H coordinates (Å) with O at the origin, in the xy plane, bisector along +x."""
+    half = np.radians(angle) / 2
+    return np.array([[0, 0, 0], [r_oh * np.cos(half), r_oh * np.sin(half), 0], [r_oh * np.cos(half), -r_oh * np.sin(half), 0]])
+
+
+def _random_rotation(rng, max_angle=None, sigma_deg=None) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    if sigma_deg is None:
+        return Rotation.random(random_state=rng).as_matrix()
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    return Rotation.from_rotvec(axis * np.radians(rng.normal(0, sigma_deg))).as_matrix()
+
+
+def _pack(n_waters, rng) -> np.ndarray:
+    radius = (3 * n_waters * VOLUME_PER_WATER / (4 * np.pi)) ** (1 / 3) + 1.0
+    placed = []
+    tries = 0
+    while len(placed) < n_waters:
+        tries += 1
+        if tries % 2000 == 0:
+            radius *= 1.1
+        d = rng.normal(size=3)
+        centre = d / np.linalg.norm(d) * radius * rng.random() ** (1 / 3)
+        mol = _water() @ _random_rotation(rng).T + centre
+        if all(_contacts_ok(mol, other) for other in placed) and (not placed or min(
+                np.linalg.norm(mol[0] - o[0]) for o in placed) < CONNECT_OO):
+            placed.append(mol)
+    return np.concatenate(placed)
+
+
+def _contacts_ok(a, b) -> bool:
+    d = np.linalg.norm(a[:, None] - b[None], axis=-1)
+    return d[0, 0] >= MIN_OO and min(d[0, 1:].min(), d[1:, 0].min()) >= MIN_OH_INTER and d[1:, 1:].min() >= MIN_HH_INTER
+
+
+def cluster_problem(positions) -> str | None:
+    """Why an O,H,H-ordered water cluster (Å) is unacceptable (too-close intermolecular contacts
+    or fragments flown apart), or None if it is fine."""
+    mols = np.asarray(positions).reshape(-1, 3, 3)
+    n = len(mols)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if not _contacts_ok(mols[i], mols[j]):
+                return f"waters {i} and {j} are too close"
+    oo = np.linalg.norm(mols[:, None, 0] - mols[None, :, 0], axis=-1)
+    seen, stack = {0}, [0]
+    while stack:
+        k = stack.pop()
+        for j in np.where(oo[k] < CONNECT_OO)[0]:
+            if j not in seen:
+                seen.add(int(j))
+                stack.append(int(j))
+    if len(seen) < n:
+        return f"cluster splits into fragments ({len(seen)} of {n} waters connected)"
+    return None
+
+
+def _relax(atoms: Atoms, steps: int, fmax: float) -> Atoms:
+    from ase.calculators.tip3p import TIP3P
+    from ase.constraints import FixBondLengths
+    from ase.optimize import FIRE
+
+    n = len(atoms) // 3
+    atoms.constraints = FixBondLengths([(3 * i + a, 3 * i + b) for i in range(n) for a, b in ((0, 1), (0, 2), (1, 2))])
+    atoms.calc = TIP3P(rc=100.0)
+    FIRE(atoms, logfile=None).run(fmax=fmax, steps=steps)
+    atoms.calc = None
+    atoms.constraints = []
+    return atoms
+
+
+def _thermalise(positions, rng) -> np.ndarray:
+    t = THERMAL
+    out = []
+    for mol in np.asarray(positions).reshape(-1, 3, 3):
+        # molecular frame of the relaxed water: bisector x, in-plane y, normal z
+        bis = (mol[1] + mol[2]) / 2 - mol[0]
+        x = bis / np.linalg.norm(bis)
+        y = mol[1] - mol[2]
+        y -= (y @ x) * x
+        y /= np.linalg.norm(y)
+        frame = np.stack([x, y, np.cross(x, y)])
+        r1, r2 = np.clip(rng.normal(t["r_oh_mean"], t["r_oh_sigma"], 2), t["r_oh_mean"] - 3 * t["r_oh_sigma"], t["r_oh_mean"] + 3 * t["r_oh_sigma"])
+        ang = np.clip(rng.normal(t["angle_mean"], t["angle_sigma"]), t["angle_mean"] - 3 * t["angle_sigma"], t["angle_mean"] + 3 * t["angle_sigma"])
+        local = _water(1.0, ang)
+        local[1] *= r1
+        local[2] *= r2
+        new = local @ frame
+        centre = new.mean(axis=0)
+        rot = _random_rotation(rng, sigma_deg=t["rotation_deg"])
+        new = (new - centre) @ rot.T + centre + mol[0] + rng.normal(0, t["translation"], 3)
+        out.append(new)
+    return np.concatenate(out)
+
+
+def sample_cluster(n_waters: int, seed, relax_steps: int = 150, fmax: float = 0.05, max_tries: int = 50) -> Atoms:
+    """One water cluster of ``n_waters`` (O,H,H order, Å), deterministic in ``seed`` (an int or
+    a sequence of ints)."""
+    if n_waters < 1:
+        raise ValueError(f"n_waters must be >= 1, got {n_waters}")
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        atoms = Atoms("OH2" * n_waters, positions=_pack(n_waters, rng))
+        if relax_steps > 0 and n_waters > 1:
+            atoms = _relax(atoms, relax_steps, fmax)
+        relaxed = atoms.get_positions()
+        for _ in range(max_tries):
+            positions = _thermalise(relaxed, rng)
+            if cluster_problem(positions) is None:
+                return Atoms("OH2" * n_waters, positions=positions - positions.mean(axis=0))
+    raise RuntimeError(f"could not sample an acceptable {n_waters}-water cluster in {max_tries}² tries")
+
+
+def sample_clusters(n_clusters: int, n_waters_range, seed: int, relax_steps: int = 150, start: int = 0):
+    """Yield ``n_clusters`` clusters with water counts drawn uniformly from ``n_waters_range``
+    (min, max inclusive); cluster k depends only on (seed, k), so a run can resume at ``start``."""
+    lo, hi = n_waters_range
+    if not 1 <= lo <= hi:
+        raise ValueError(f"invalid water range {n_waters_range}: need 1 <= min <= max")
+    for k in range(start, n_clusters):
+        n = int(np.random.default_rng([seed, k, 0]).integers(lo, hi + 1))
+        atoms = sample_cluster(n, [seed, k, 1], relax_steps=relax_steps)
+        atoms.info.update(seed=seed, index=k)
+        yield atoms

@@ -1,0 +1,156 @@
+"""Pure functions on density coefficients (e3nn layout, atomic units) + geometry (Å) + basis.
+
+rho(r) = sum_atoms sum_functions C * chi(r - R), chi the auxiliary basis functions; rho in
+electrons/Bohr^3 unless a function says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.units import Bohr, Debye
+
+from .basis import AuxBasis, build_mole
+
+#: bytes of basis-function values evaluated at once on a block of points
+_BLOCK_BYTES = 2e8
+
+
+def _check(atoms, coefficients, basis: AuxBasis) -> np.ndarray:
+    coefficients = np.asarray(coefficients, dtype=float)
+    if coefficients.shape != (len(atoms), basis.width):
+        raise ValueError(f"coefficients of shape {coefficients.shape} do not match {len(atoms)} atoms "
+                         f"× width {basis.width} of basis {basis.name!r}")
+    mask = basis.mask(atoms.get_chemical_symbols())
+    if not np.all(np.isfinite(coefficients[mask])):
+        raise ValueError("coefficients contain NaN/inf where the basis has functions")
+    return coefficients
+
+
+def pyscf_coefficients(atoms, coefficients, basis: AuxBasis):
+    """(aux ``Mole``, flat PySCF-ordered coefficients) for evaluating with PySCF."""
+    coefficients = _check(atoms, coefficients, basis)
+    symbols = atoms.get_chemical_symbols()
+    return basis.aux_mole(symbols, atoms.get_positions()), basis.e3nn_to_pyscf(symbols, coefficients)
+
+
+def _evaluate(auxmol, flat, coords_bohr) -> np.ndarray:
+    block = max(256, int(_BLOCK_BYTES / (8 * max(auxmol.nao, 1))))
+    out = np.empty(len(coords_bohr))
+    for i in range(0, len(coords_bohr), block):
+        out[i:i + block] = auxmol.eval_gto("GTOval_sph", coords_bohr[i:i + block]) @ flat
+    return out
+
+
+def density_on_points(atoms, coefficients, basis: AuxBasis, points) -> np.ndarray:
+    """Electron density (e/Bohr^3) at ``points`` (Å, shape (n, 3))."""
+    points = np.asarray(points, dtype=float).reshape(-1, 3)
+    auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
+    return _evaluate(auxmol, flat, points / Bohr)
+
+
+def electron_count(atoms, coefficients, basis: AuxBasis) -> float:
+    """Number of electrons, ∫rho dr, analytic."""
+    return float(np.sum(atomic_populations(atoms, coefficients, basis)))
+
+
+def atomic_populations(atoms, coefficients, basis: AuxBasis) -> np.ndarray:
+    """Electrons carried by each atom's basis functions (analytic), shape (n_atoms,)."""
+    coefficients = _check(atoms, coefficients, basis)
+    out = np.zeros(len(atoms))
+    for i, sym in enumerate(atoms.get_chemical_symbols()):
+        integrals, _ = basis.moments(sym)
+        out[i] = integrals @ coefficients[i, :len(integrals)]
+    return out
+
+
+def atomic_charges(atoms, coefficients, basis: AuxBasis) -> np.ndarray:
+    """Per-atom charges (e): Z minus the electrons carried by that atom's functions."""
+    return atoms.get_atomic_numbers() - atomic_populations(atoms, coefficients, basis)
+
+
+def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA") -> np.ndarray:
+    """Dipole moment about the origin: sum Z (R) - ∫ r rho(r) dr, analytic. ``unit``: ``"eA"``
+    (e·Å, ASE's convention) or ``"debye"``."""
+    coefficients = _check(atoms, coefficients, basis)
+    pos = atoms.get_positions() / Bohr
+    mu = atoms.get_atomic_numbers() @ pos
+    for i, sym in enumerate(atoms.get_chemical_symbols()):
+        integrals, firsts = basis.moments(sym)
+        c = coefficients[i, :len(integrals)]
+        mu -= (integrals @ c) * pos[i] + c @ firsts
+    mu = mu * Bohr  # e·Å
+    if unit == "eA":
+        return mu
+    if unit == "debye":
+        return mu / Debye
+    raise ValueError(f"unknown dipole unit {unit!r}: use 'eA' or 'debye'")
+
+
+def integration_grid(atoms, level: int = 3):
+    """A PySCF DFT integration grid for ``atoms``: (coords in Bohr, weights in Bohr^3)."""
+    from pyscf.dft import gen_grid
+
+    mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), "sto-3g")
+    grids = gen_grid.Grids(mol)
+    grids.level = level
+    grids.build(with_non0tab=False)
+    return grids.coords, grids.weights
+
+
+def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
+    """Density (e/Bohr^3) of an AO density matrix of PySCF ``mol`` at ``coords_bohr``, blocked."""
+    from pyscf.dft import numint
+
+    block = max(256, int(_BLOCK_BYTES / (8 * mol.nao)))
+    out = np.empty(len(coords_bohr))
+    for i in range(0, len(coords_bohr), block):
+        ao = mol.eval_gto("GTOval_sph", coords_bohr[i:i + block])
+        out[i:i + block] = numint.eval_rho(mol, ao, density_matrix)
+    return out
+
+
+def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
+                  density_matrix=None, orbital_basis=None, grid_level: int = 3) -> float:
+    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on a PySCF grid. The reference is either
+    fitted coefficients (``reference_coefficients``) or a full AO ``density_matrix`` in
+    ``orbital_basis`` (PySCF basis name)."""
+    if (reference_coefficients is None) == (density_matrix is None):
+        raise ValueError("give exactly one reference: reference_coefficients or density_matrix")
+    coords, weights = integration_grid(atoms, grid_level)
+    auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
+    rho = _evaluate(auxmol, flat, coords)
+    if reference_coefficients is not None:
+        _, ref_flat = pyscf_coefficients(atoms, reference_coefficients, basis)
+        rho_ref = _evaluate(auxmol, ref_flat, coords)
+    else:
+        if orbital_basis is None:
+            raise ValueError("a density_matrix reference needs its orbital_basis")
+        mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), orbital_basis)
+        if density_matrix.shape != (mol.nao, mol.nao):
+            raise ValueError(f"density matrix of shape {density_matrix.shape} does not match {mol.nao} "
+                             f"AOs of {orbital_basis!r}")
+        rho_ref = full_density_on_grid(mol, density_matrix, coords)
+    return float(100.0 * np.sum(weights * np.abs(rho - rho_ref)) / np.sum(weights * rho_ref))
+
+
+def write_cube(path, atoms, coefficients, basis: AuxBasis, spacing: float = 0.2, margin: float = 3.0):
+    """Write the density as a Gaussian cube file (values e/Bohr^3) on a grid of ``spacing`` Å
+    enclosing the atoms with ``margin`` Å; ``ase.io.read(path)`` reads it back. Returns the
+    grid values, shape (nx, ny, nz)."""
+    from ase.io.cube import write_cube as ase_write_cube
+
+    if spacing <= 0 or margin < 0:
+        raise ValueError(f"spacing must be > 0 and margin >= 0 (got {spacing}, {margin})")
+    coefficients = _check(atoms, coefficients, basis)
+    pos = atoms.get_positions()
+    lo, hi = pos.min(axis=0) - margin, pos.max(axis=0) + margin
+    n = np.maximum(np.ceil((hi - lo) / spacing).astype(int), 1)
+    axes = [lo[k] + spacing * np.arange(n[k]) for k in range(3)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = density_on_points(atoms, coefficients, basis, points).reshape(*n)
+    boxed = atoms.copy()
+    boxed.set_cell(np.diag(n * spacing))
+    boxed.set_pbc(False)
+    with open(path, "w") as fh:
+        ase_write_cube(fh, boxed, data=values, origin=lo)
+    return values

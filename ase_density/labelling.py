@@ -1,0 +1,99 @@
+"""Label many structures with reference densities: local worker processes or a Dask cluster,
+one flushed HDF5 record per finished structure, resumable, with progress."""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+from tqdm import tqdm
+
+from .basis import AuxBasis
+from .dataset import ReferenceWriter, structure_key
+from .reference import ReferenceSettings, SCFNotConverged, compute_reference
+from .validation import StructureError, validate_atoms
+
+
+def _set_threads(n):
+    from pyscf import lib
+
+    lib.num_threads(n)
+
+
+def label_one(task):
+    """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm, threads)`` ->
+    ``(key, ReferenceResult or None, failure reason or None)``. Never raises for bad input."""
+    key, atoms, settings, fit_error, save_dm, threads = task
+    if threads:
+        _set_threads(threads)
+    try:
+        result = compute_reference(atoms, ReferenceSettings(**settings), fit_error=fit_error,
+                                   save_density_matrix=save_dm, label=key)
+        return key, result, None
+    except (StructureError, SCFNotConverged) as exc:
+        return key, None, str(exc)
+    except Exception as exc:  # a crash in one structure must not end a batch of hours
+        return key, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+
+
+def label_structures(structures, output, settings: ReferenceSettings = ReferenceSettings(), workers: int = 1,
+                     dask_address: str | None = None, save_density_matrix: bool = False, fit_error: bool = True,
+                     retry_failed: bool = False, progress: bool = True) -> dict:
+    """Label ``structures`` (a list of ``ase.Atoms``) into HDF5 file ``output``, skipping those
+    already stored (and those that failed before, unless ``retry_failed``). Returns a summary
+    ``{'done': n, 'skipped': n, 'failed': [(key, reason)]}``."""
+    basis = AuxBasis.load(settings.auxbasis)
+    summary = {"done": 0, "skipped": 0, "failed": []}
+    with ReferenceWriter(output, settings.as_dict(), basis) as writer:
+        skip = writer.done | (set() if retry_failed else writer.failed)
+        tasks = []
+        for i, atoms in enumerate(structures):
+            key = structure_key(i, atoms)
+            if key in skip:
+                summary["skipped"] += 1
+                continue
+            try:
+                validate_atoms(atoms, elements=basis.symbols, label=key)
+            except StructureError as exc:
+                writer.write_failure(key, str(exc))
+                summary["failed"].append((key, str(exc)))
+                continue
+            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix, None))
+        tasks.sort(key=lambda t: -len(t[1]))  # largest first: the tail of the run stays short
+        by_key = {t[0]: t[1] for t in tasks}
+        bar = tqdm(total=len(tasks), desc=f"labelling {os.path.basename(os.fspath(output))}", unit="structure",
+                   disable=not progress)
+        for key, result, reason in _run(tasks, workers, dask_address):
+            if result is None:
+                writer.write_failure(key, reason)
+                summary["failed"].append((key, reason))
+            else:
+                writer.write(key, by_key[key], result)
+                summary["done"] += 1
+            bar.update(1)
+            bar.set_postfix(failed=len(summary["failed"]))
+        bar.close()
+    return summary
+
+
+def _run(tasks, workers, dask_address):
+    if not tasks:
+        return
+    if dask_address:
+        from dask.distributed import Client, as_completed
+
+        with Client(dask_address) as client:
+            futures = client.map(label_one, tasks, pure=False)
+            for future in as_completed(futures):
+                yield future.result()
+        return
+    if workers <= 1:
+        for task in tasks:
+            yield label_one(task)
+        return
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_set_threads, initargs=(threads,), maxtasksperchild=20) as pool:
+        yield from pool.imap_unordered(label_one, tasks)
