@@ -211,7 +211,9 @@ class ReferenceWriter:
         if getattr(self, "f", None) is not None:
             self.f.close()
             self.f = None
-        self._lock.close()
+        if not self._lock.closed:
+            os.unlink(self._lock.name)
+            self._lock.close()
 
     def __enter__(self):
         return self
