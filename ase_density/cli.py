@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, required=True, help="number of clusters")
     p.add_argument("--waters", type=int, nargs=2, metavar=("MIN", "MAX"), required=True, help="water count range")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--relax-steps", type=int, default=50, help="TIP3P FIRE steps before thermal variety")
+    p.add_argument("--relax-steps", type=int, default=300, help="TIP3P FIRE steps before thermal variety")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite instead of continuing a file")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_sample)
