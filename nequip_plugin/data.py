@@ -1,0 +1,154 @@
+"""The project's HDF5 reference files in nequip's data pipeline, and the training-data statistics
+that the density model needs (``${training_data_stats:...}`` in the config)."""
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from nequip.data import AtomicDataDict, DataStatisticsManager, Mean, NumNeighbors, from_dict
+from nequip.data.dataset import AtomicDataset
+
+from ase_density.basis import AuxBasis
+from ase_density.dataset import DatasetError, ReferenceData, split_indices
+
+COEFFICIENTS_KEY = "density_coefficients"
+SPLITS = ("train", "val", "test", "all")
+
+
+class DensityDataset(AtomicDataset):
+    """Structures of an ase-density reference file (HDF5) as ``AtomicDataDict``s with the node
+    field ``density_coefficients`` (n_atoms, width), a.u., e3nn layout, NaN-padded.
+
+    The file is split at random (``ase_density.dataset.split_indices`` with ``seed``) into
+    ``n_test`` test, ``n_val`` validation and the remaining training structures; ``split`` picks
+    one part (``all``: the whole file, unsplit). ``n_train`` keeps the first ``n_train`` of the
+    seeded training part, so growing training sets are nested (learning curves).
+
+    Args:
+        file_path: reference file written by ``ase-density label``
+        split: ``train``, ``val``, ``test`` or ``all``
+        n_val, n_test: sizes of the validation and test parts
+        seed: seed of the split
+        n_train: number of training structures (default: all remaining)
+        basis: if given, refuse a file whose auxiliary basis differs from this one (PySCF name,
+            ``<name>-decontract`` or basis file)
+        transforms: nequip data transforms (type mapper, neighbour list)
+    """
+
+    def __init__(
+        self,
+        file_path: str,
+        split: str = "all",
+        n_val: int = 0,
+        n_test: int = 0,
+        seed: int = 0,
+        n_train: Optional[int] = None,
+        basis: Optional[str] = None,
+        transforms: List = [],
+    ):
+        super().__init__(transforms=transforms)
+        if split not in SPLITS:
+            raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
+        reference = ReferenceData(file_path)
+        if basis is not None:
+            _check_basis(reference, basis)
+        if split == "all":
+            indices = np.arange(len(reference))
+        else:
+            train, val, test = split_indices(len(reference), n_val, n_test, seed=seed, n_train=n_train)
+            indices = {"train": train, "val": val, "test": test}[split]
+        if len(indices) == 0:
+            raise DatasetError(f"{file_path}: the {split} split is empty ({len(reference)} structures, "
+                               f"n_val={n_val}, n_test={n_test}, n_train={n_train})")
+        self.keys = [reference.keys[i] for i in indices]
+        self.data_list = [_to_data(reference[int(i)]) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.data_list)
+
+    def _get_data_list(self, indices) -> List[AtomicDataDict.Type]:
+        if isinstance(indices, slice):
+            return self.data_list[indices]
+        return [self.data_list[int(i)] for i in indices]
+
+
+def _to_data(atoms) -> AtomicDataDict.Type:
+    return from_dict({
+        AtomicDataDict.POSITIONS_KEY: atoms.get_positions(),
+        AtomicDataDict.ATOMIC_NUMBERS_KEY: atoms.get_atomic_numbers(),
+        AtomicDataDict.PBC_KEY: False,
+        COEFFICIENTS_KEY: atoms.arrays[COEFFICIENTS_KEY],
+    })
+
+
+def _check_basis(reference: ReferenceData, basis: str):
+    expected = AuxBasis.load(basis, symbols=reference.basis.symbols)
+    if expected.elements != reference.basis.elements:
+        raise DatasetError(f"{reference.path}: coefficients are in auxiliary basis {reference.basis.name!r}, "
+                           f"which differs from the configured basis {basis!r}")
+
+
+class CoefficientStatisticsManager(DataStatisticsManager):
+    """Training-data statistics for :func:`nequip_plugin.model.DensityModel`:
+
+    - ``num_neighbors_mean``, ``per_type_num_neighbors_mean`` (as nequip's managers), and
+    - ``coefficient_mean``, ``coefficient_std``: {type name: per-column mean / standard deviation
+      (ddof 0) of ``density_coefficients`` over all atoms of that type}, one entry per basis
+      function of the element (its NaN padding dropped), a.u.
+
+    Args:
+        type_names: model type names (element symbols)
+        dataloader_kwargs: ``DataLoader`` options for the statistics pass (e.g. ``batch_size``)
+    """
+
+    def __init__(self, type_names: List[str], dataloader_kwargs: Optional[Dict[str, Any]] = None):
+        metrics = [
+            {"name": "num_neighbors_mean", "field": NumNeighbors(), "metric": Mean()},
+            {"name": "per_type_num_neighbors_mean", "field": NumNeighbors(), "metric": Mean(), "per_type": True},
+        ]
+        super().__init__(metrics, dataloader_kwargs, type_names)
+        self._reset_moments()
+
+    def _reset_moments(self):
+        self._count = self._sum = self._sum_squares = None
+
+    def forward(self, data: AtomicDataDict.Type):
+        super().forward(data)
+        x = data[COEFFICIENTS_KEY].to(torch.float64)
+        if self._count is None:
+            shape = (len(self.type_names), x.shape[1])
+            self._count = torch.zeros(shape, dtype=torch.long)
+            self._sum = torch.zeros(shape, dtype=torch.float64)
+            self._sum_squares = torch.zeros(shape, dtype=torch.float64)
+        types = data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
+        for t in range(len(self.type_names)):
+            xt = x[types == t]
+            self._count[t] += (~torch.isnan(xt)).sum(0)
+            self._sum[t] += torch.nansum(xt, 0)
+            self._sum_squares[t] += torch.nansum(xt * xt, 0)
+
+    def compute(self):
+        stats = super().compute()
+        if self._count is None:
+            raise RuntimeError("no training data seen")
+        means, stds = {}, {}
+        for t, name in enumerate(self.type_names):
+            count = self._count[t]
+            n_atoms = int(count.max())
+            size = int((count > 0).sum())
+            if n_atoms == 0:
+                raise RuntimeError(f"the training data holds no atom of type {name}")
+            if not torch.all(count[:size] == n_atoms):
+                raise RuntimeError(f"`{COEFFICIENTS_KEY}` of type {name} has NaN inside its basis columns, "
+                                   f"or padding that is not a NaN suffix")
+            mean = self._sum[t, :size] / n_atoms
+            variance = (self._sum_squares[t, :size] / n_atoms - mean * mean).clamp(min=0)
+            means[name] = mean.tolist()
+            stds[name] = variance.sqrt().tolist()
+        stats.update(coefficient_mean=means, coefficient_std=stds)
+        return stats
+
+    def reset(self):
+        super().reset()
+        self._reset_moments()
