@@ -94,6 +94,23 @@ class ElementBasis:
         return [s.to_pyscf() for s in self.shells]
 
 
+def _nwchem_element_lines(text: str, symbol: str) -> str:
+    """The shell blocks of ``symbol`` in an NWChem-format basis file (PySCF's own search only
+    finds elements separated by '#BASIS SET' comments)."""
+    keep, current = [], None
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#") or tokens[0].upper() in ("BASIS", "END"):
+            continue
+        if tokens[0][0].isalpha():
+            current = tokens[0].capitalize()
+        if current == symbol:
+            keep.append(line)
+    if not keep:
+        raise BasisError(f"no shells for element {symbol} in the NWChem-format file")
+    return "\n".join(keep)
+
+
 def _load_element(spec: str, symbol: str) -> list:
     from pyscf import gto
     from pyscf.gto.basis import parse_gaussian, parse_nwchem
@@ -109,7 +126,7 @@ def _load_element(spec: str, symbol: str) -> list:
             if "****" in text:  # Gaussian94: one block per element, load only this element's block
                 shells = parse_gaussian.load(name, symbol)
             else:
-                shells = parse_nwchem.load(name, symbol)
+                shells = parse_nwchem.parse(_nwchem_element_lines(text, symbol), symbol)
         else:
             shells = gto.basis.load(name, symbol)
     except Exception as exc:  # PySCF raises a zoo of types for unknown names and unreadable files
@@ -182,7 +199,7 @@ class AuxBasis:
     def aux_mole(self, symbols, positions):
         """The PySCF ``Mole`` of this auxiliary basis on atoms at ``positions`` (Å): its function
         order is the PySCF order that :meth:`pyscf_to_e3nn` expects."""
-        return build_mole(symbols, positions, {s: self.element(s).to_pyscf() for s in set(symbols)})
+        return build_mole(symbols, positions, {s: self.element(s).to_pyscf() for s in set(symbols)}, closed_shell=False)
 
     def _rotation(self, symbol: str) -> np.ndarray:
         """Orthogonal matrix R with c_e3nn = R @ c_pyscf for one atom of ``symbol``."""
@@ -253,10 +270,7 @@ class AuxBasis:
         integrals[i] = ∫ chi_i dr (Bohr^3 · Bohr^-3 = dimensionless per unit coefficient),
         first_moments[i] = ∫ (r - R_atom) chi_i dr (Bohr), shape (size,) and (size, 3)."""
         if symbol not in self._moments:
-            from pyscf import gto
-
-            mol = gto.M(atom=[[symbol, (0.0, 0.0, 0.0)]], basis={symbol: self.element(symbol).to_pyscf()},
-                        spin=None, verbose=0)
+            mol = self.aux_mole([symbol], np.zeros((1, 3)))
             integrals, firsts = [], []
             for ib in range(mol.nbas):
                 l, a = mol.bas_angular(ib), mol.bas_exp(ib)
@@ -275,13 +289,15 @@ class AuxBasis:
         return self._moments[symbol]
 
 
-def build_mole(symbols, positions, basis, max_memory=4000):
-    """A neutral closed-shell PySCF ``Mole`` for atoms ``symbols`` at ``positions`` (Å) in
-    ``basis`` (a PySCF basis name or {symbol: shells}); Å -> Bohr conversion happens here only."""
+def build_mole(symbols, positions, basis, max_memory=4000, closed_shell=True):
+    """A neutral PySCF ``Mole`` for atoms ``symbols`` at ``positions`` (Å) in ``basis`` (a PySCF
+    basis name or {symbol: shells}); Å -> Bohr conversion happens here only. ``closed_shell=False``
+    for molecules that only carry basis functions (auxiliary basis, single atoms)."""
     from pyscf import gto
 
     atom = [[s, tuple(float(x) for x in p)] for s, p in zip(symbols, np.asarray(positions, dtype=float))]
-    return gto.M(atom=atom, unit="Angstrom", basis=basis, charge=0, spin=0, verbose=0, max_memory=max_memory)
+    return gto.M(atom=atom, unit="Angstrom", basis=basis, charge=0, spin=0 if closed_shell else None,
+                 verbose=0, max_memory=max_memory)
 
 
 def _atomic_number(symbol: str) -> int:

@@ -63,12 +63,16 @@ def _open_read(path):
     if not os.path.exists(path):
         raise DatasetError(f"{path}: no such file")
     try:
-        f = h5py.File(path, "r", libver="latest", swmr=True)
+        f = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
-    if f.attrs.get("format") != FORMAT:
+        if "already open for write" not in str(exc):
+            raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        # being written right now, or its writer was killed: SWMR readers see every flushed record
+        f = h5py.File(path, "r", libver="latest", swmr=True)
+    found = f.attrs.get("format")
+    if found != FORMAT:
         f.close()
-        raise DatasetError(f"{path}: not an ase-density reference file (format attribute {f.attrs.get('format')!r} missing or wrong)")
+        raise DatasetError(f"{path}: not an ase-density reference file (format attribute {found!r} missing or wrong)")
     return f
 
 

@@ -12,7 +12,7 @@ from nequip.data.dataset import AtomicDataset
 from ase_density.basis import AuxBasis
 from ase_density.dataset import DatasetError, ReferenceData, split_indices
 
-COEFFICIENTS_KEY = "density_coefficients"
+from .nn import COEFFICIENTS_KEY
 SPLITS = ("train", "val", "test", "all")
 
 
@@ -45,9 +45,9 @@ class DensityDataset(AtomicDataset):
         seed: int = 0,
         n_train: Optional[int] = None,
         basis: Optional[str] = None,
-        transforms: List = [],
+        transforms: Optional[List] = None,
     ):
-        super().__init__(transforms=transforms)
+        super().__init__(transforms=transforms or [])
         if split not in SPLITS:
             raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
         reference = ReferenceData(file_path)

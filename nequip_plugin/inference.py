@@ -12,9 +12,7 @@ from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborList
 
 from ase_density.basis import AuxBasis
 
-from .nn import AUX_BASIS_METADATA_KEY
-
-COEFFICIENTS_KEY = "density_coefficients"
+from .nn import AUX_BASIS_METADATA_KEY, COEFFICIENTS_KEY
 
 
 def aux_basis_from_metadata(metadata: Dict[str, str]) -> AuxBasis:

@@ -19,7 +19,7 @@ from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager, Ro
 
 from ase_density.basis import AuxBasis
 
-COEFFICIENTS_KEY = "density_coefficients"
+from .nn import COEFFICIENTS_KEY
 
 
 @functools.lru_cache(maxsize=8)

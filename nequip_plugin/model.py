@@ -9,6 +9,7 @@ scalar coefficients from training-data statistics.
 
 from typing import Dict, List, Optional, Sequence, Union
 
+from e3nn import o3
 from nequip.data import AtomicDataDict
 from nequip.model import model_builder
 from nequip.nn import ConvNetLayer, InteractionBlock, SequentialGraphNetwork
@@ -27,12 +28,7 @@ from .nn import PerTypeLayout, PerTypeScalarScaleShift
 LMAX_RANGE = range(0, 5)
 
 
-def _irreps_string(multiplicities: Dict[int, int]) -> str:
-    """Irreps of natural parity (l, (-1)^l), e.g. {0: 4, 1: 2} -> '4x0e+2x1o'."""
-    return "+".join(f"{m}x{l}{'e' if l % 2 == 0 else 'o'}" for l, m in sorted(multiplicities.items()) if m)
-
-
-def output_irreps(basis: AuxBasis, type_names: Sequence[str], lmax: int) -> Dict[int, int]:
+def output_multiplicities(basis: AuxBasis, type_names: Sequence[str], lmax: int) -> Dict[int, int]:
     """{l: multiplicity} that covers every element's functions with l <= ``lmax``."""
     out: Dict[int, int] = {}
     for name in type_names:
@@ -43,9 +39,9 @@ def output_irreps(basis: AuxBasis, type_names: Sequence[str], lmax: int) -> Dict
 
 
 def layout_columns(basis: AuxBasis, type_names: Sequence[str], lmax: int) -> List[List[int]]:
-    """Per type, the column of the shared irreps (:func:`output_irreps`) that fills each padded
+    """Per type, the column of the shared irreps (:func:`output_multiplicities`) that fills each padded
     output column, or -1 (padding, or l > ``lmax``)."""
-    shared = output_irreps(basis, type_names, lmax)
+    shared = output_multiplicities(basis, type_names, lmax)
     offsets, start = {}, 0
     for l, m in sorted(shared.items()):
         offsets[l] = start
@@ -141,7 +137,7 @@ def DensityModel(
     modules = {"type_embed": type_embed, "spharm": spharm, "edge_norm": edge_norm, "bessel_encode": bessel}
 
     # === hidden convolutions (irreps that cannot arise are dropped by ConvNetLayer) ===
-    hidden = "+".join(f"{num_features[l]}x{l}{p}" for l in range(lmax_h + 1) for p in "eo")
+    hidden = o3.Irreps([(num_features[l], (l, p)) for l in range(lmax_h + 1) for p in (1, -1)])
     conv_kwargs = {"radial_mlp_depth": radial_mlp_depth, "radial_mlp_width": radial_mlp_width,
                    "avg_num_neighbors": avg_num_neighbors, "type_names": type_names}
     irreps = bessel.irreps_out
@@ -152,8 +148,8 @@ def DensityModel(
         irreps = layer.irreps_out
 
     # === readout convolution to the coefficient irreps, then per-element layout ===
-    readout = InteractionBlock(irreps_in=irreps, irreps_out=_irreps_string(output_irreps(aux, type_names, lmax_o)),
-                               **conv_kwargs)
+    coefficient_irreps = o3.Irreps([(m, (l, (-1) ** l)) for l, m in sorted(output_multiplicities(aux, type_names, lmax_o).items())])
+    readout = InteractionBlock(irreps_in=irreps, irreps_out=coefficient_irreps, **conv_kwargs)
     layout = PerTypeLayout(columns=layout_columns(aux, type_names, lmax_o), aux_basis_json=aux.to_json(),
                            irreps_in=readout.irreps_out)
     modules.update(readout=readout, layout=layout)

@@ -16,6 +16,8 @@ import torch
 from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin
 
+#: the per-atom field of density coefficients (registered in ``nequip_plugin/__init__.py``)
+COEFFICIENTS_KEY = "density_coefficients"
 #: the model-metadata key under which the auxiliary basis (``AuxBasis.to_json()``) is stored
 AUX_BASIS_METADATA_KEY = "aux_basis"
 
@@ -40,7 +42,7 @@ class PerTypeLayout(GraphModuleMixin, torch.nn.Module):
         columns: Sequence[Sequence[int]],
         aux_basis_json: str,
         field: str = AtomicDataDict.NODE_FEATURES_KEY,
-        out_field: str = "density_coefficients",
+        out_field: str = COEFFICIENTS_KEY,
         irreps_in=None,
     ):
         super().__init__()
@@ -88,7 +90,7 @@ class PerTypeScalarScaleShift(GraphModuleMixin, torch.nn.Module):
         scales: Dict[str, List[float]],
         shifts: Dict[str, List[float]],
         width: int,
-        field: str = "density_coefficients",
+        field: str = COEFFICIENTS_KEY,
         irreps_in=None,
     ):
         super().__init__()
