@@ -10,7 +10,6 @@ scalar coefficients from training-data statistics.
 from typing import Dict, List, Optional, Sequence, Union
 
 from e3nn import o3
-from nequip.data import AtomicDataDict
 from nequip.model import model_builder
 from nequip.nn import ConvNetLayer, InteractionBlock, SequentialGraphNetwork
 from nequip.nn.embedding import (
@@ -148,7 +147,8 @@ def DensityModel(
         irreps = layer.irreps_out
 
     # === readout convolution to the coefficient irreps, then per-element layout ===
-    coefficient_irreps = o3.Irreps([(m, (l, (-1) ** l)) for l, m in sorted(output_multiplicities(aux, type_names, lmax_o).items())])
+    shared = output_multiplicities(aux, type_names, lmax_o)
+    coefficient_irreps = o3.Irreps([(m, (l, (-1) ** l)) for l, m in sorted(shared.items())])
     readout = InteractionBlock(irreps_in=irreps, irreps_out=coefficient_irreps, **conv_kwargs)
     layout = PerTypeLayout(columns=layout_columns(aux, type_names, lmax_o), aux_basis_json=aux.to_json(),
                            irreps_in=readout.irreps_out)

@@ -14,7 +14,6 @@ import torch
 
 pytest.importorskip("nequip")
 
-from nequip.data import AtomicDataDict  # noqa: E402
 
 from ase_density.basis import AuxBasis  # noqa: E402
 from ase_density.dataset import ReferenceData  # noqa: E402
