@@ -122,6 +122,7 @@ def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), 
     basis = basis or AuxBasis.load(settings.auxbasis)
     validate_atoms(atoms, elements=basis.symbols, label=label)
     symbols = atoms.get_chemical_symbols()
+    integrals = _pyscf_integrals(basis, symbols)
     timings = {}
     t0 = time.perf_counter()
     mol = build_mole(symbols, atoms.get_positions(), settings.basis, max_memory=8000)
@@ -132,7 +133,6 @@ def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), 
     dm = mf.make_rdm1()
     t0 = time.perf_counter()
     auxmol = basis.aux_mole(symbols, atoms.get_positions())
-    integrals = _pyscf_integrals(basis, symbols)
     flat = fit_coefficients(mol, auxmol, dm, integrals, mol.nelectron)
     timings["fit"] = time.perf_counter() - t0
     coefficients = basis.pyscf_to_e3nn(symbols, flat)
