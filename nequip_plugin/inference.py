@@ -1,7 +1,7 @@
 """Using a trained density model: load it (``.nequip.zip`` needs no plugin, ``.ckpt`` does), learn
 its auxiliary basis from its metadata, predict coefficients for ``ase.Atoms``."""
 
-from typing import Dict, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,22 +33,38 @@ def load_density_model(path: str, device: str = "cpu") -> Tuple[torch.nn.Module,
     return model, aux_basis_from_metadata(model.metadata)
 
 
-def predict_coefficients(model: torch.nn.Module, atoms: Atoms) -> np.ndarray:
-    """Coefficients (n_atoms, width), a.u., e3nn layout, NaN-padded like the reference files, for
-    ``atoms`` (positions in Å); functions above the model's ``lmax_o`` come out as 0."""
-    metadata = model.metadata
-    type_names = metadata["type_names"].split()
-    symbols = atoms.get_chemical_symbols()
-    unknown = sorted(set(symbols) - set(type_names))
-    if unknown:
-        raise ValueError(f"the model knows elements {type_names}, not {unknown}")
+def _graph(atoms: Atoms, type_names, r_max: float) -> Dict[str, torch.Tensor]:
     data = from_dict({AtomicDataDict.POSITIONS_KEY: atoms.get_positions(), AtomicDataDict.CELL_KEY: atoms.get_cell()[:],
                       AtomicDataDict.PBC_KEY: atoms.get_pbc(), AtomicDataDict.ATOMIC_NUMBERS_KEY: atoms.numbers})
     data = ChemicalSpeciesToAtomTypeMapper(type_names, {s: s for s in type_names})(data)
-    data = NeighborListTransform(r_max=float(metadata["r_max"]))(data)
+    return NeighborListTransform(r_max=r_max)(data)
+
+
+def predict_coefficients_batch(model: torch.nn.Module, frames: Sequence[Atoms]) -> List[np.ndarray]:
+    """Coefficients for several structures in one forward pass: a list of (n_atoms_i, width)
+    arrays, a.u., e3nn layout, NaN-padded like the reference files (positions in Å); functions
+    above the model's ``lmax_o`` come out as 0."""
+    metadata = model.metadata
+    type_names = metadata["type_names"].split()
+    for k, atoms in enumerate(frames):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(type_names))
+        if unknown:
+            raise ValueError(f"frame {k}: the model knows elements {type_names}, not {unknown}")
+    if not frames:
+        return []
+    batch = AtomicDataDict.batched_from_list([_graph(a, type_names, float(metadata["r_max"])) for a in frames])
     device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(AtomicDataDict.to_(data, device))[COEFFICIENTS_KEY]
-    coefficients = out.detach().cpu().numpy().astype(np.float64)
-    mask = aux_basis_from_metadata(metadata).mask(symbols)
-    return np.where(mask, coefficients, np.nan)
+        out = model(AtomicDataDict.to_(batch, device))[COEFFICIENTS_KEY].detach().cpu().numpy().astype(np.float64)
+    basis = aux_basis_from_metadata(metadata)
+    results, start = [], 0
+    for atoms in frames:
+        block = out[start:start + len(atoms)]
+        results.append(np.where(basis.mask(atoms.get_chemical_symbols()), block, np.nan))
+        start += len(atoms)
+    return results
+
+
+def predict_coefficients(model: torch.nn.Module, atoms: Atoms) -> np.ndarray:
+    """Coefficients (n_atoms, width) of one structure: see :func:`predict_coefficients_batch`."""
+    return predict_coefficients_batch(model, [atoms])[0]

@@ -17,7 +17,7 @@ pytest.importorskip("nequip")
 
 from ase_density.basis import AuxBasis  # noqa: E402
 from ase_density.dataset import ReferenceData  # noqa: E402
-from nequip_plugin.inference import aux_basis_from_metadata, load_density_model, predict_coefficients  # noqa: E402
+from nequip_plugin.inference import aux_basis_from_metadata, load_density_model, predict_coefficients, predict_coefficients_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "small_water.h5"
@@ -118,6 +118,11 @@ def test_packaged_model_metadata_and_ase_prediction(packaged, example_input):
     # a sensible scale after two epochs: the shifted scalars are close to the reference ones
     reference = atoms.arrays[KEY]
     assert np.nanmax(np.abs(coefficients[:, :5] - reference[:, :5])) < 0.5
+    # one batched forward pass over several structures equals one pass each
+    frames = [ReferenceData(FIXTURE)[i] for i in range(4)]
+    batched = predict_coefficients_batch(model, frames)
+    for frame, together in zip(frames, batched):
+        np.testing.assert_allclose(together, predict_coefficients(model, frame), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.slow
