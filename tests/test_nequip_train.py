@@ -122,7 +122,7 @@ def test_packaged_model_metadata_and_ase_prediction(packaged, example_input):
     frames = [ReferenceData(FIXTURE)[i] for i in range(4)]
     batched = predict_coefficients_batch(model, frames)
     for frame, together in zip(frames, batched):
-        np.testing.assert_allclose(together, predict_coefficients(model, frame), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(together, predict_coefficients(model, frame), rtol=1e-5, atol=1e-7)  # float32 model
 
 
 @pytest.mark.slow
