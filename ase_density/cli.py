@@ -52,6 +52,59 @@ def _label(args):
     return 1 if summary["failed"] else 0
 
 
+def _analyze(args):
+    from .trajectory import TrajectoryError, analyze_trajectory
+
+    try:
+        summary = analyze_trajectory(
+            args.trajectory, args.output, model=args.model, every=args.every, start=args.start, stop=args.stop,
+            timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
+            correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
+            cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
+            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads)
+    except (TrajectoryError, ValueError) as exc:  # unreadable input, bad frames, other settings, bad model
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    water, ne = summary["water_dipole_debye"], summary["electron_count_error"]
+    print(f"{args.output}: {summary['n_frames']} frames ({summary['n_frames_new']} new); mean |dipole| "
+          f"{summary['dipole_debye_mean']:.3f} D; water dipoles {water.get('mean', float('nan')):.3f} ± "
+          f"{water.get('std', float('nan')):.3f} D; electron-count error of the raw prediction: mean "
+          f"{ne['mean']:+.2e}, max |{ne['max_abs']:.2e}|")
+    if summary["frames_without_whole_waters"]:
+        print(f"  {summary['frames_without_whole_waters']} frames are not whole waters: no molecular dipoles for them")
+    ir = summary["ir"]
+    print(f"  IR spectrum: skipped: {ir['skipped']}" if "skipped" in ir else
+          f"  IR spectrum: timestep {ir['timestep_fs']:g} fs, correlation window {ir['max_lag_fs']:g} fs")
+    for path in summary.get("plots", []):
+        print(f"  plot: {path}")
+    return 0
+
+
+def _add_analyze(sub):
+    p = sub.add_parser("analyze", help="density analysis along an MD trajectory: dipoles, charges, IR spectrum")
+    p.add_argument("trajectory", help="any trajectory ASE reads (.traj, extxyz, ...), streamed frame by frame")
+    p.add_argument("-o", "--output", required=True, help="HDF5 file (created, or resumed with the same settings)")
+    p.add_argument("--model", help="density model (.nequip.zip/.ckpt); default: the shipped model")
+    p.add_argument("--every", type=int, default=1, metavar="K", help="analyse every K-th frame")
+    p.add_argument("--start", type=int, default=0, help="first frame (>= 0)")
+    p.add_argument("--stop", type=int, help="stop before this frame (default: the end)")
+    p.add_argument("--timestep", type=float, metavar="FS",
+                   help="time between trajectory frames in fs (default: atoms.info['time'] when stored)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
+    p.add_argument("--save-coefficients", action="store_true", help="also store positions and coefficients")
+    p.add_argument("--no-electron-count-correction", action="store_true",
+                   help="analyse the raw coefficients instead of those corrected to the exact electron count")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots here")
+    p.add_argument("--cubes", metavar="DIR", help="write density cube files of analysed frames here")
+    p.add_argument("--cube-every", type=int, default=1, metavar="N", help="a cube file for every N-th analysed frame")
+    p.add_argument("--max-lag", type=float, metavar="FS", help="IR correlation window (default: half the run)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--overwrite", action="store_true", help="start the output file afresh")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
 
@@ -82,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit-error", action="store_true", help="skip eps of the fit against the full density")
     p.add_argument("--retry-failed", action="store_true", help="retry structures recorded as failures")
     p.set_defaults(func=_label)
+    _add_analyze(sub)
     return parser
 
 

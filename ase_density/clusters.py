@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 
 R_OH, ANGLE_HOH = 0.9572, 104.52  # TIP3P geometry (Å, degrees)
 THERMAL = dict(translation=0.15, rotation_deg=8.0, r_oh_mean=0.97, r_oh_sigma=0.03, angle_mean=104.5, angle_sigma=5.0)
@@ -102,23 +103,30 @@ class WaterBonds:
         return energy, forces.reshape(-1, 3)
 
 
+class FlexibleTIP3P(Calculator):
+    """A flexible classical water model as an ASE calculator (energy, forces; eV, Å): TIP3P's
+    intermolecular terms (``ase.calculators.tip3p.TIP3P``, Coulomb cutoff ``rc`` Å: keep it larger
+    than the cluster) plus the :class:`WaterBonds` springs inside each water. Atoms in O,H,H order
+    per molecule. The springs give an O–H stretch near 3400 cm^-1 and an H–O–H bend, so MD with it
+    has an infrared spectrum; there are no RATTLE constraints, so use a timestep of about 0.5 fs."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, rc: float = 100.0, **kwargs):
+        from ase.calculators.tip3p import TIP3P
+
+        super().__init__(**kwargs)
+        self.tip3p, self.bonds = TIP3P(rc=rc), WaterBonds()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        e_bond, f_bond = self.bonds.energy_forces(self.atoms.get_positions())
+        energy = self.tip3p.get_potential_energy(self.atoms) + e_bond
+        self.results = {"energy": energy, "free_energy": energy, "forces": self.tip3p.get_forces(self.atoms) + f_bond}
+
+
 def _relax(atoms: Atoms, steps: int, fmax: float) -> Atoms:
-    from ase.calculators.calculator import Calculator, all_changes
-    from ase.calculators.tip3p import TIP3P
     from ase.optimize import FIRE
-
-    class FlexibleTIP3P(Calculator):
-        implemented_properties = ["energy", "forces"]
-
-        def __init__(self):
-            super().__init__()
-            self.tip3p, self.bonds = TIP3P(rc=100.0), WaterBonds()
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-            super().calculate(atoms, properties, system_changes)
-            e_bond, f_bond = self.bonds.energy_forces(self.atoms.get_positions())
-            self.results = {"energy": self.tip3p.get_potential_energy(self.atoms) + e_bond,
-                            "forces": self.tip3p.get_forces(self.atoms) + f_bond}
 
     atoms.calc = FlexibleTIP3P()
     FIRE(atoms, logfile=None).run(fmax=fmax, steps=steps)

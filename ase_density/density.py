@@ -68,17 +68,32 @@ def atomic_charges(atoms, coefficients, basis: AuxBasis) -> np.ndarray:
     return atoms.get_atomic_numbers() - atomic_populations(atoms, coefficients, basis)
 
 
-def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA") -> np.ndarray:
-    """Dipole moment about the origin: sum Z (R) - ∫ r rho(r) dr, analytic. ``unit``: ``"eA"``
-    (e·Å, ASE's convention) or ``"debye"``."""
+def atomic_dipole_contributions(atoms, coefficients, basis: AuxBasis, origin=None) -> np.ndarray:
+    """Each atom's share of the dipole moment (e·Å), shape (n_atoms, 3), analytic:
+
+        mu_i = Z_i (R_i - o) - ∫ (r - o) rho_i(r) dr,
+
+    rho_i the density carried by atom i's basis functions (the partition of
+    :func:`atomic_charges`). ``origin`` o (Å): None (the coordinate origin), one point (3,), or one
+    point per atom (n_atoms, 3), e.g. the centre of nuclear charge of the molecule each atom belongs
+    to. Summed over atoms: the dipole about o (:func:`dipole_moment`); summed over a molecule with o
+    its own centre: that molecule's dipole."""
     coefficients = _check(atoms, coefficients, basis)
     pos = atoms.get_positions() / Bohr
-    mu = atoms.get_atomic_numbers() @ pos
+    if origin is not None:
+        pos = pos - np.broadcast_to(np.asarray(origin, dtype=float) / Bohr, pos.shape)
+    mu = np.empty((len(atoms), 3))
     for i, sym in enumerate(atoms.get_chemical_symbols()):
         integrals, firsts = basis.moments(sym)
         c = coefficients[i, :len(integrals)]
-        mu -= (integrals @ c) * pos[i] + c @ firsts
-    mu = mu * Bohr  # e·Å
+        mu[i] = (atoms.numbers[i] - integrals @ c) * pos[i] - c @ firsts
+    return mu * Bohr
+
+
+def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA") -> np.ndarray:
+    """Dipole moment about the origin: sum Z (R) - ∫ r rho(r) dr, analytic. ``unit``: ``"eA"``
+    (e·Å, ASE's convention) or ``"debye"``."""
+    mu = atomic_dipole_contributions(atoms, coefficients, basis).sum(axis=0)  # e·Å
     if unit == "eA":
         return mu
     if unit == "debye":
