@@ -27,7 +27,7 @@ def _water(r_oh=R_OH, angle=ANGLE_HOH) -> np.ndarray:
     return np.array([[0, 0, 0], [r_oh * np.cos(half), r_oh * np.sin(half), 0], [r_oh * np.cos(half), -r_oh * np.sin(half), 0]])
 
 
-def _random_rotation(rng, max_angle=None, sigma_deg=None) -> np.ndarray:
+def _random_rotation(rng, sigma_deg=None) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 
     if sigma_deg is None:
@@ -134,6 +134,18 @@ def _relax(atoms: Atoms, steps: int, fmax: float) -> Atoms:
     return atoms
 
 
+def _flexible_water(rng) -> np.ndarray:
+    """O, H, H (Å) of one water with thermally drawn O–H lengths and H–O–H angle (see THERMAL),
+    O at the origin, bisector along +x, in the xy plane."""
+    t = THERMAL
+    r1, r2 = np.clip(rng.normal(t["r_oh_mean"], t["r_oh_sigma"], 2), t["r_oh_mean"] - 3 * t["r_oh_sigma"], t["r_oh_mean"] + 3 * t["r_oh_sigma"])
+    ang = np.clip(rng.normal(t["angle_mean"], t["angle_sigma"]), t["angle_mean"] - 3 * t["angle_sigma"], t["angle_mean"] + 3 * t["angle_sigma"])
+    local = _water(1.0, ang)
+    local[1] *= r1
+    local[2] *= r2
+    return local
+
+
 def _thermalise(positions, rng) -> np.ndarray:
     t = THERMAL
     out = []
@@ -145,12 +157,7 @@ def _thermalise(positions, rng) -> np.ndarray:
         y -= (y @ x) * x
         y /= np.linalg.norm(y)
         frame = np.stack([x, y, np.cross(x, y)])
-        r1, r2 = np.clip(rng.normal(t["r_oh_mean"], t["r_oh_sigma"], 2), t["r_oh_mean"] - 3 * t["r_oh_sigma"], t["r_oh_mean"] + 3 * t["r_oh_sigma"])
-        ang = np.clip(rng.normal(t["angle_mean"], t["angle_sigma"]), t["angle_mean"] - 3 * t["angle_sigma"], t["angle_mean"] + 3 * t["angle_sigma"])
-        local = _water(1.0, ang)
-        local[1] *= r1
-        local[2] *= r2
-        new = local @ frame
+        new = _flexible_water(rng) @ frame
         centre = new.mean(axis=0)
         rot = _random_rotation(rng, sigma_deg=t["rotation_deg"])
         new = (new - centre) @ rot.T + centre + mol[0] + rng.normal(0, t["translation"], 3)
@@ -187,3 +194,40 @@ def sample_clusters(n_clusters: int, n_waters_range, seed: int, relax_steps: int
         atoms = sample_cluster(n, [seed, k, 1], relax_steps=relax_steps)
         atoms.info.update(seed=seed, index=k)
         yield atoms
+
+
+def water_droplet(n_waters: int, seed, max_sweeps: int = 200) -> Atoms:
+    """A large liquid-like water droplet (O,H,H order, Å) in seconds, for benchmarks and tests of
+    scale (thousands of waters): O atoms on the liquid-density cubic lattice (3.1 Å) nearest the
+    centre, jittered by 0.1 Å, each water randomly oriented with thermally drawn internal
+    coordinates; waters in too-close contact are redrawn until none are. Not relaxed: use
+    :func:`sample_cluster` for training data."""
+    from scipy.spatial import cKDTree
+
+    if n_waters < 1:
+        raise ValueError(f"n_waters must be >= 1, got {n_waters}")
+    rng = np.random.default_rng(seed)
+    spacing = VOLUME_PER_WATER ** (1 / 3)
+    side = int(np.ceil(n_waters ** (1 / 3))) + 2
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3) * spacing
+    grid -= grid.mean(axis=0)
+    oxygens = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_waters]]
+    oxygens = oxygens + rng.normal(0, 0.1, oxygens.shape)
+
+    def draw(k):
+        return _flexible_water(rng) @ _random_rotation(rng).T + oxygens[k]
+
+    mols = np.stack([draw(k) for k in range(n_waters)])
+    limit = np.array([[MIN_OO, MIN_OH_INTER, MIN_OH_INTER], [MIN_OH_INTER, MIN_HH_INTER, MIN_HH_INTER],
+                      [MIN_OH_INTER, MIN_HH_INTER, MIN_HH_INTER]])
+    for _ in range(max_sweeps):
+        flat = mols.reshape(-1, 3)
+        pairs = cKDTree(flat).query_pairs(MIN_OO, output_type="ndarray")
+        i, j = pairs[:, 0], pairs[:, 1]
+        clash = (i // 3 != j // 3) & (np.linalg.norm(flat[i] - flat[j], axis=1) < limit[i % 3, j % 3])
+        bad = np.unique(j[clash] // 3)  # redraw one water of each clashing pair
+        if len(bad) == 0:
+            return Atoms("OH2" * n_waters, positions=flat - flat.mean(axis=0))
+        for k in bad:
+            mols[k] = draw(k)
+    raise RuntimeError(f"could not place {n_waters} waters without clashes in {max_sweeps} sweeps")

@@ -37,3 +37,15 @@ def test_cluster_problems_are_detected():
     close = atoms.positions.copy()
     close[3:6] = close[0:3] + [1.0, 0, 0]
     assert "too close" in cluster_problem(close)
+
+
+def test_large_droplets_are_fast_whole_and_clash_free():
+    from ase_density.clusters import water_droplet
+
+    atoms = water_droplet(200, seed=3)
+    assert len(atoms) == 600 and np.array_equal(atoms.positions, water_droplet(200, seed=3).positions)
+    validate_atoms(atoms, require_waters=True)
+    assert cluster_problem(atoms.positions) is None
+    # liquid density: the droplet radius is close to that of 200 waters at 30 Å^3 each
+    radius = np.linalg.norm(atoms.positions[::3], axis=1).max()
+    assert 10.0 < radius < 14.0
