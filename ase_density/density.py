@@ -34,8 +34,9 @@ def pyscf_coefficients(atoms, coefficients, basis: AuxBasis):
 
 
 def _evaluate(auxmol, flat, coords_bohr) -> np.ndarray:
+    """Densities at ``coords_bohr``: shape (n,) for flat coefficients (nao,), (n, k) for k columns (nao, k)."""
     block = max(256, int(_BLOCK_BYTES / (8 * max(auxmol.nao, 1))))
-    out = np.empty(len(coords_bohr))
+    out = np.empty((len(coords_bohr),) + np.shape(flat)[1:])
     for i in range(0, len(coords_bohr), block):
         out[i:i + block] = auxmol.eval_gto("GTOval_sph", coords_bohr[i:i + block]) @ flat
     return out
@@ -146,6 +147,31 @@ def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=N
                              f"AOs of {orbital_basis!r}")
         rho_ref = full_density_on_grid(mol, density_matrix, coords)
     return float(100.0 * np.sum(weights * np.abs(rho - rho_ref)) / np.sum(weights * rho_ref))
+
+
+def density_error_by_l(atoms, predictions, reference_coefficients, basis: AuxBasis, grid_level: int = 3) -> np.ndarray:
+    """eps_rho (%) of several predictions against fitted reference coefficients, in total and per
+    angular momentum, sharing one grid and one evaluation of the basis functions.
+
+    Returns shape (n_predictions, 2 + basis.lmax): column 0 the total eps_rho, column 1 + l the
+    error of the l-channel alone, 100 ∫|rho_l - rho_l,ref| dr / ∫rho_ref dr, where rho_l keeps only
+    the functions of angular momentum l (the denominator is the whole reference density)."""
+    symbols = atoms.get_chemical_symbols()
+    reference = _check(atoms, reference_coefficients, basis)
+    function_l = np.full((len(atoms), basis.width), -1)
+    for i, sym in enumerate(symbols):
+        ls = basis.element(sym).function_l()
+        function_l[i, :len(ls)] = ls
+    columns = [basis.e3nn_to_pyscf(symbols, reference)]
+    for prediction in predictions:
+        delta = np.where(function_l >= 0, _check(atoms, prediction, basis) - reference, 0.0)
+        columns.append(basis.e3nn_to_pyscf(symbols, delta))
+        columns += [basis.e3nn_to_pyscf(symbols, np.where(function_l == l, delta, 0.0)) for l in range(basis.lmax + 1)]
+    coords, weights = integration_grid(atoms, grid_level)
+    rho = _evaluate(basis.aux_mole(symbols, atoms.get_positions()), np.stack(columns, axis=1), coords)
+    n_electrons = np.sum(weights * rho[:, 0])
+    errors = 100.0 * (weights @ np.abs(rho[:, 1:])) / n_electrons
+    return errors.reshape(len(predictions), basis.lmax + 2)
 
 
 def write_cube(path, atoms, coefficients, basis: AuxBasis, spacing: float = 0.2, margin: float = 3.0):

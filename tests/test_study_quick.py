@@ -1,0 +1,99 @@
+"""The study end to end on the fixture (``--quick``, 4 real nequip-train runs of 8 steps): files,
+per-l errors, feature norms from a real run, resuming without training, frozen settings."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nequip")
+
+from ase_density.study import QUICK_GRID, Run, Settings, StudyError, grid_runs, run_study  # noqa: E402
+from ase_density.study.__main__ import main  # noqa: E402
+from ase_density.study.grid import frozen_settings  # noqa: E402
+from ase_density.study.training import is_trained, run_dir  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
+LMAX_H = [0, 1]
+LMAX_O = 1  # the fixture's basis goes to l = 4: channels 2-4 are never predicted
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("study") / "quick"
+    code = main(["run", str(directory), "--quick", "--lmax-h", *map(str, LMAX_H), "--lmax-o", str(LMAX_O),
+                 "--jobs", "2", "--train-data", str(FIXTURE), "--test-data", str(FIXTURE)])
+    assert code == 0
+    return directory
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_run_trained_and_evaluated(study):
+    runs = sorted(p.name for p in (study / "runs").iterdir())
+    assert runs == sorted(r.name for r in grid_runs(LMAX_H, [LMAX_O], QUICK_GRID["sizes"], 1))
+    for name in runs:
+        for file in ("best.ckpt", "train.json", "train.log", "nequip-train.out", "eval.json", "feature_norms.csv"):
+            assert (study / "runs" / name / file).exists(), (name, file)
+    assert (study / "config" / "run.yaml").exists()
+    assert frozen_settings(study).n_val == 2
+
+
+def test_errors_per_output_l(study):
+    summary = rows(study / "summary.csv")
+    assert len(summary) == 4
+    for row in summary:
+        errors = {k: float(v) for k, v in row.items() if k.startswith(("eps_", "rmse_"))}
+        assert all(math.isfinite(v) and v > 0 for v in errors.values()), row
+        assert errors["eps_total"] <= sum(errors[f"eps_l{l}"] for l in range(5)) + 1e-9  # triangle inequality
+        assert set(errors) >= {"rmse_H_l2", "rmse_O_l4"}
+    # channels above lmax_o are predicted as zero: their error is the reference's alone, the same in every run
+    for key in ("eps_l2", "eps_l3", "eps_l4", "rmse_O_l3", "rmse_H_l2"):
+        assert len({round(float(r[key]), 9) for r in summary}) == 1, key
+    result = json.loads((study / "runs" / summary[0]["run"] / "eval.json").read_text())
+    assert result["n_test"] == 12 and len(result["eps_per_structure"]["total_and_l"]) == 12
+
+
+def test_slopes_and_plots(study):
+    slopes = rows(study / "slopes.csv")
+    assert {(int(s["lmax_h"]), int(s["lmax_o"])) for s in slopes} == {(h, LMAX_O) for h in LMAX_H}
+    assert all(math.isfinite(float(s["eps_l1"])) and not s.get("eps_l2") for s in slopes)
+    assert "| lmax_o | lmax_h |" in (study / "slopes.md").read_text()
+    plots = study / "plots"
+    assert (plots / "learning_curves.png").stat().st_size > 0 and (plots / "saturation.png").stat().st_size > 0
+    assert sorted(p.stem for p in (plots / "feature_norms").glob("*.png")) == [f"n0008_o1_h{h}_s0" for h in LMAX_H]
+
+
+def test_feature_norms_recorded_during_real_training(study):
+    for lmax_h in LMAX_H:
+        norms = rows(study / "runs" / f"n0008_o1_h{lmax_h}_s0" / "feature_norms.csv")
+        assert {int(r["l"]) for r in norms} == set(range(lmax_h + 1))
+        assert [int(r["step"]) for r in norms if r["l"] == "0"] == list(range(9))  # steps 0..max_steps
+        for l in range(lmax_h + 1):
+            values = [float(r["mean_norm"]) for r in norms if int(r["l"]) == l]
+            assert all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) > 1  # they change
+
+
+def test_rerun_trains_and_evaluates_nothing(study):
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("runs/*/*.json")}
+    runs = grid_runs(LMAX_H, [LMAX_O], QUICK_GRID["sizes"], 1)
+    done = run_study(study, frozen_settings(study), runs)
+    assert done == {"trained": [], "evaluated": [], "failed": []}
+    assert stamps == {p: p.stat().st_mtime_ns for p in study.glob("runs/*/*.json")}
+    # other settings for the same study directory are refused
+    with pytest.raises(StudyError, match="max_steps"):
+        run_study(study, frozen_settings(study).__class__(**{**frozen_settings(study).to_json(), "max_steps": 9}), runs)
+
+
+def test_failed_run_is_reported_and_left_for_a_retry(tmp_path):
+    settings = Settings(train_data=str(FIXTURE), test_data=str(FIXTURE), n_val=2, overrides=["no_such_key=1"])
+    run = Run(0, 0, 4, 0)
+    with pytest.raises(StudyError, match="(?s)1 run\\(s\\) failed.*no_such_key"):
+        run_study(tmp_path / "broken", settings, [run])
+    assert not is_trained(tmp_path / "broken", run)
+    assert "no_such_key" in (run_dir(tmp_path / "broken", run) / "nequip-train.out").read_text()
