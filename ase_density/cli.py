@@ -1,4 +1,4 @@
-"""``ase-density`` command line: sample | label (more subcommands join as they land)."""
+"""``ase-density`` command line: sample | label | predict | evaluate | analyze."""
 
 from __future__ import annotations
 
@@ -105,6 +105,80 @@ def _add_analyze(sub):
     p.set_defaults(func=_analyze)
 
 
+def _predict(args):
+    import itertools
+    import os
+
+    import ase.io
+    from tqdm import tqdm
+
+    from .calculator import DensityCalculator
+    from .density import write_cube
+    from .predictions import PredictionWriter
+    from .validation import StructureError, validate_atoms
+
+    calc = DensityCalculator(model=args.model, device=args.device)
+    if args.cube:
+        os.makedirs(args.cube, exist_ok=True)
+    frames = enumerate(ase.io.iread(args.structures, index=":"))
+    n_read, n_done, status = 0, 0, 0
+    with PredictionWriter(args.output, calc, source=args.structures) as writer, \
+            tqdm(desc="predicting", unit="frame") as bar:
+        while True:
+            try:
+                batch = list(itertools.islice(frames, args.batch_size))
+            except Exception as exc:  # unreadable frame: keep what was written
+                print(f"error: reading {args.structures} failed after {n_read} frames: {exc}", file=sys.stderr)
+                status = 2
+                batch = []
+            good = []
+            for index, atoms in batch:
+                try:
+                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}")
+                except StructureError as exc:
+                    if not args.skip_invalid:
+                        print(f"error: {exc}", file=sys.stderr)
+                        status = 1
+                        break
+                    writer.write_failure(index, str(exc))
+                    continue
+                good.append((index, atoms))
+            if good:
+                indices, atoms_list = zip(*good)
+                results = calc.compute_batch(atoms_list)
+                writer.write(indices, atoms_list, results)
+                for index, atoms, res in zip(indices, atoms_list, results) if args.cube else ():
+                    write_cube(os.path.join(args.cube, f"frame_{index:06d}.cube"), atoms, res["density_coefficients"],
+                               calc.basis, spacing=args.cube_spacing, margin=args.cube_margin)
+                n_done += len(good)
+            n_read += len(batch)
+            bar.update(len(batch))
+            if status or len(batch) < args.batch_size:
+                break
+    print(f"{args.output}: predictions for {n_done} frames" + (f", cube files in {args.cube}" if args.cube else ""))
+    return status
+
+
+def _evaluate(args):
+    import json
+
+    from .calculator import DensityCalculator
+    from .dataset import ReferenceData
+    from .evaluation import evaluate, format_report
+
+    calc = DensityCalculator(model=args.model, device=args.device)
+    data = ReferenceData(args.data)
+    indices = range(min(args.limit, len(data))) if args.limit else None
+    report = evaluate(calc, data, indices=indices, grid_level=args.grid_level, batch_size=args.batch_size,
+                      full_density=not args.no_full_density, progress=True)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"written {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
 
@@ -135,6 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit-error", action="store_true", help="skip eps of the fit against the full density")
     p.add_argument("--retry-failed", action="store_true", help="retry structures recorded as failures")
     p.set_defaults(func=_label)
+
+    p = sub.add_parser("predict", help="predicted densities, charges and dipoles for structures, into HDF5")
+    p.add_argument("structures", help="any ASE-readable file with one or more frames")
+    p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    p.add_argument("-o", "--output", default="predictions.h5", help="HDF5 file (overwritten)")
+    p.add_argument("--cube", metavar="DIR", help="also write one cube file per frame into DIR")
+    p.add_argument("--cube-spacing", type=float, default=0.2, help="cube grid spacing (Å)")
+    p.add_argument("--cube-margin", type=float, default=3.0, help="cube box margin beyond the atoms (Å)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="record invalid frames as failures and go on (default: stop at the first one)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on a labelled reference HDF5 file")
+    p.add_argument("data", help="reference HDF5 file (ase-density label)")
+    p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    p.add_argument("--json", metavar="FILE", help="also write the full report (per structure) as JSON")
+    p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level for eps_rho")
+    p.add_argument("--limit", type=int, help="only the first N structures")
+    p.add_argument("--no-full-density", action="store_true", help="skip eps against stored DFT density matrices")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=16, help="structures per forward pass")
+    p.set_defaults(func=_evaluate)
     _add_analyze(sub)
     return parser
 

@@ -57,8 +57,9 @@ class ReferenceResult:
     density_matrix: np.ndarray | None = None
 
 
-def run_scf(mol, settings: ReferenceSettings):
-    """Run RKS (or RHF for ``xc='HF'``) on PySCF ``mol``; returns the finished mean-field object."""
+def run_scf(mol, settings: ReferenceSettings, dm0=None):
+    """Run RKS (or RHF for ``xc='HF'``) on PySCF ``mol``, from the initial density matrix ``dm0``
+    (default: PySCF's ``minao`` guess); returns the finished mean-field object, ``n_cycles`` set."""
     from pyscf import dft, scf
 
     if settings.is_hartree_fock:
@@ -72,29 +73,37 @@ def run_scf(mol, settings: ReferenceSettings):
         mf = mf.density_fit(auxbasis="def2-universal-jkfit")
     cycles = []
     mf.callback = lambda env: cycles.append(env.get("cycle"))
-    mf.kernel()
+    mf.kernel(dm0=dm0)
     mf.n_cycles = len(cycles)
     return mf
 
 
-def coulomb_projection(mol, auxmol, density_matrix) -> np.ndarray:
-    """b_P = sum_ij (ij|P) D_ij (atomic units), three-centre integrals in aux-shell blocks."""
-    from pyscf import lib
+def int3c2e_blocks(mol, auxmol):
+    """Yield (aux function slice, (ij|P) of shape (n_ao_pairs, n_block)) in aux-shell blocks of at
+    most ~_BLOCK_BYTES; AO pairs i >= j packed as ``pyscf.lib.pack_tril`` (atomic units)."""
     from pyscf.df import incore
 
-    dm = np.asarray(density_matrix)
-    dm_tril = lib.pack_tril(dm + dm.T - np.diag(np.diag(dm)))
     npair = mol.nao * (mol.nao + 1) // 2
     ao_loc = auxmol.ao_loc_nr()
-    b = np.empty(auxmol.nao)
     sh0 = 0
     while sh0 < auxmol.nbas:
         sh1 = sh0 + 1
         while sh1 < auxmol.nbas and (ao_loc[sh1 + 1] - ao_loc[sh0]) * npair * 8 < _BLOCK_BYTES:
             sh1 += 1
         ints = incore.aux_e2(mol, auxmol, intor="int3c2e", aosym="s2ij", shls_slice=(0, mol.nbas, 0, mol.nbas, sh0, sh1))
-        b[ao_loc[sh0]:ao_loc[sh1]] = dm_tril @ ints
+        yield slice(ao_loc[sh0], ao_loc[sh1]), ints
         sh0 = sh1
+
+
+def coulomb_projection(mol, auxmol, density_matrix) -> np.ndarray:
+    """b_P = sum_ij (ij|P) D_ij (atomic units), three-centre integrals in aux-shell blocks."""
+    from pyscf import lib
+
+    dm = np.asarray(density_matrix)
+    dm_tril = lib.pack_tril(dm + dm.T - np.diag(np.diag(dm)))
+    b = np.empty(auxmol.nao)
+    for block, ints in int3c2e_blocks(mol, auxmol):
+        b[block] = dm_tril @ ints
     return b
 
 

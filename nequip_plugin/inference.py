@@ -23,13 +23,34 @@ def aux_basis_from_metadata(metadata: Dict[str, str]) -> AuxBasis:
     return AuxBasis.from_json(metadata[AUX_BASIS_METADATA_KEY])
 
 
+class CompiledDensityModel(torch.nn.Module):
+    """A ``nequip-compile``d model (``.nequip.pt2``/``.nequip.pth``) with the string ``metadata``
+    and the ``device`` attribute that :func:`predict_coefficients_batch` reads."""
+
+    def __init__(self, model: torch.nn.Module, metadata: Dict, device: str):
+        super().__init__()
+        self.model = model
+        self.device = torch.device(device)
+        self.metadata = {k: " ".join(v) if isinstance(v, list) else str(v) for k, v in metadata.items()}
+
+    def forward(self, data):
+        return self.model(data)
+
+
 def load_density_model(path: str, device: str = "cpu") -> Tuple[torch.nn.Module, AuxBasis]:
-    """(model in eval mode on ``device``, its auxiliary basis) from a ``.nequip.zip`` or ``.ckpt``."""
-    from nequip.model.saved_models.load_utils import load_saved_model
+    """(model in eval mode on ``device``, its auxiliary basis) from a ``.nequip.zip``, ``.ckpt``
+    or compiled ``.nequip.pt2`` (``nequip-compile --mode aotinductor``, compiled for ``device``)."""
     from nequip.utils.global_state import set_global_state
 
     set_global_state()  # as nequip's own integrations do: float64 default dtype for data
-    model = load_saved_model(path).to(device).eval()
+    if str(path).endswith((".nequip.pt2", ".nequip.pth")):
+        from nequip.model.inference_models import load_compiled_model
+
+        model = CompiledDensityModel(*load_compiled_model(str(path), device), device)
+    else:
+        from nequip.model.saved_models.load_utils import load_saved_model
+
+        model = load_saved_model(path).to(device).eval()
     return model, aux_basis_from_metadata(model.metadata)
 
 
@@ -53,7 +74,7 @@ def predict_coefficients_batch(model: torch.nn.Module, frames: Sequence[Atoms]) 
     if not frames:
         return []
     batch = AtomicDataDict.batched_from_list([_graph(a, type_names, float(metadata["r_max"])) for a in frames])
-    device = next(model.parameters()).device
+    device = getattr(model, "device", None) or next(model.parameters()).device
     with torch.no_grad():
         out = model(AtomicDataDict.to_(batch, device))[COEFFICIENTS_KEY].detach().cpu().numpy().astype(np.float64)
     basis = aux_basis_from_metadata(metadata)

@@ -1,0 +1,209 @@
+"""``DensityCalculator``: predicted electron densities as an ASE calculator.
+
+    from ase.build import molecule
+    from ase_density import DensityCalculator
+
+    atoms = molecule("H2O")
+    atoms.calc = DensityCalculator()             # the model shipped in ase_density/models/
+    atoms.get_dipole_moment()                    # e·Å, from the predicted density
+    atoms.get_charges()                          # e, per atom
+
+Properties (ASE units; coefficients in atomic units, e3nn layout, NaN-padded):
+
+- ``density_coefficients``: (n_atoms, width) coefficients after the electron-count correction
+- ``density_coefficients_uncorrected``: the raw model output
+- ``charges``: Z minus the electrons carried by each atom's functions (sums to the total charge)
+- ``dipole``: e·Å, about the origin (origin-independent: the corrected density is neutral overall)
+- ``energy``, ``free_energy``, ``forces``, ``stress``: only with ``base=`` (delegated)
+
+Electron-count correction: the model's coefficients c integrate to N' = Σ_atoms q_Z·c_atom, not
+exactly to N. We apply the smallest change Δc, measured in the block-diagonal one-centre Coulomb
+metric (each atom's own J_Z = (P|Q) of its functions), that restores N:
+
+    minimise Σ_atoms Δc_a^T J_Z Δc_a   subject to   Σ_atoms q_Z·(c_a + Δc_a) = N
+    =>  Δc_a = λ J_Z^{-1} q_Z,   λ = (N - N') / Σ_atoms q_Z^T J_Z^{-1} q_Z
+
+q_Z (the integral of each function) is non-zero only for s functions, and a one-centre J_Z
+does not couple different l or m, so the correction changes only scalar coefficients: it keeps
+rotation and permutation equivariance and costs O(n_atoms). (The full multi-centre Coulomb metric
+would cost a dense solve over all auxiliary functions of the system.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from . import density
+from .validation import validate_atoms
+
+#: the model shipped with the package (its model card: ``default.json`` beside it)
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.nequip.zip"
+
+DENSITY_PROPERTIES = ["density_coefficients", "density_coefficients_uncorrected", "charges", "dipole"]
+#: properties taken from ``base`` when it implements them
+BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress", "stresses")
+_DENSITY_UNITS = ("e/A^3", "e/Bohr^3")
+
+
+class ModelError(ValueError):
+    """A model file that is missing, is not a density model, or does not match its basis."""
+
+
+def _load_model(path, device):
+    from nequip_plugin.inference import load_density_model
+
+    path = Path(path)
+    if not path.exists():
+        if path == DEFAULT_MODEL:
+            raise ModelError(f"the default density model is not installed ({DEFAULT_MODEL} is missing); "
+                             "pass a trained model: DensityCalculator(model='path/to/model.nequip.zip')")
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        return load_density_model(str(path), device)
+    except ValueError as exc:  # no aux basis in the metadata: not a density model
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def check_model_layout(model, basis) -> None:
+    """Raise :class:`ModelError` unless ``model`` predicts ``basis``'s layout: every element it
+    knows is in the basis, and its output has ``basis.width`` columns (one probe forward pass)."""
+    from ase import Atoms
+
+    from nequip_plugin.inference import predict_coefficients
+
+    type_names = model.metadata["type_names"].split()
+    missing = sorted(set(type_names) - set(basis.symbols))
+    if missing:
+        raise ModelError(f"the model predicts elements {missing} that its aux basis {basis.name!r} does not cover")
+    probe = Atoms(type_names, positions=[[1.2 * i, 0.0, 0.0] for i in range(len(type_names))])
+    try:
+        width = predict_coefficients(model, probe).shape[1]
+    except ValueError as exc:  # the NaN padding mask did not broadcast onto the output
+        raise ModelError(f"model output does not match the layout of aux basis {basis.name!r}: {exc}") from exc
+    if width != basis.width:
+        raise ModelError(f"model outputs {width} coefficients per atom, its aux basis {basis.name!r} needs {basis.width}")
+
+
+def correction_directions(basis) -> dict:
+    """{symbol: u_Z = J_Z^{-1} q_Z} (e3nn layout, a.u.): the per-atom direction of the
+    electron-count correction in the one-centre Coulomb metric (see the module docstring)."""
+    out = {}
+    for sym in basis.symbols:
+        R = basis._rotation(sym)
+        metric = R @ basis.aux_mole([sym], np.zeros((1, 3))).intor("int2c2e") @ R.T
+        s = basis.element(sym).function_l() == 0  # q is zero off the s block, which J_Z does not couple to
+        out[sym] = np.zeros(len(s))
+        out[sym][s] = np.linalg.solve(metric[np.ix_(s, s)], basis.moments(sym)[0][s])
+    return out
+
+
+def correct_electron_count(atoms, coefficients, basis, n_electrons, directions=None) -> np.ndarray:
+    """Coefficients (n_atoms, width, a.u.) changed minimally in the one-centre Coulomb metric so
+    that they integrate to ``n_electrons`` exactly (see the module docstring)."""
+    directions = directions or correction_directions(basis)
+    symbols = atoms.get_chemical_symbols()
+    missing = n_electrons - density.electron_count(atoms, coefficients, basis)
+    capacity = sum(basis.moments(s)[0] @ directions[s] for s in symbols)
+    corrected = np.array(coefficients, dtype=float)
+    for i, sym in enumerate(symbols):
+        u = directions[sym]
+        corrected[i, :len(u)] += (missing / capacity) * u
+    return corrected
+
+
+class DensityCalculator(Calculator):
+    """Electron densities, charges and dipoles from a trained density model.
+
+    Args:
+        model: a packaged (``.nequip.zip``) or compiled (``.nequip.pt2``) density model; default:
+            the model shipped in ``ase_density/models/default.nequip.zip``
+        device: torch device, ``"cpu"`` or ``"cuda"``
+        base: any ASE calculator that supplies ``energy``/``forces``/``stress`` (e.g. TIP3P,
+            a NequIP potential, DFT), so that dynamics carry densities along
+    """
+
+    name = "density"
+
+    def __init__(self, model=None, device: str = "cpu", base=None, **kwargs):
+        super().__init__(**kwargs)
+        path = Path(model) if model is not None else DEFAULT_MODEL
+        self.model, self.basis = _load_model(path, device)
+        check_model_layout(self.model, self.basis)
+        self.model_path = str(path)
+        self.device = device
+        self.elements = tuple(self.model.metadata["type_names"].split())
+        self.base = base
+        self.parameters.update(model=str(path), device=device,
+                               base=getattr(base, "name", type(base).__name__) if base is not None else None)
+        self.implemented_properties = DENSITY_PROPERTIES + [
+            p for p in BASE_PROPERTIES if base is not None and p in base.implemented_properties]
+        self._directions = correction_directions(self.basis)
+
+    # --- the ASE contract ---
+    def calculate(self, atoms=None, properties=("dipole",), system_changes=all_changes):
+        """Predict the density of ``atoms`` (once per geometry) and fetch the requested base
+        properties from ``base``."""
+        super().calculate(atoms, properties, system_changes)
+        if "density_coefficients" not in self.results:
+            self.results.update(self.compute_batch([self.atoms])[0])
+        for name in properties:
+            if name in BASE_PROPERTIES:
+                if self.base is None:
+                    raise PropertyNotImplementedError(f"{name}: DensityCalculator predicts densities only; "
+                                                      "pass base=<an ASE calculator> for energies and forces")
+                self.results[name] = self.base.get_property(name, self.atoms)
+
+    def compute_batch(self, frames, labels=None) -> list:
+        """The density properties of several structures in one forward pass: a list of dicts
+        with the keys of :data:`DENSITY_PROPERTIES` (units as in the module docstring).
+        ``labels`` name the frames in validation errors."""
+        from nequip_plugin.inference import predict_coefficients_batch
+
+        labels = labels if labels is not None else [None] * len(frames)
+        for atoms, label in zip(frames, labels):
+            validate_atoms(atoms, elements=self.elements, label=label)
+        out = []
+        for atoms, raw in zip(frames, predict_coefficients_batch(self.model, frames)):
+            n_electrons = int(atoms.get_atomic_numbers().sum() - round(atoms.get_initial_charges().sum()))
+            coefficients = correct_electron_count(atoms, raw, self.basis, n_electrons, self._directions)
+            out.append({"density_coefficients": coefficients, "density_coefficients_uncorrected": raw,
+                        "charges": density.atomic_charges(atoms, coefficients, self.basis),
+                        "dipole": density.dipole_moment(atoms, coefficients, self.basis)})
+        return out
+
+    # --- density helpers ---
+    def get_density_coefficients(self, atoms=None, layout: str = "e3nn", corrected: bool = True) -> np.ndarray:
+        """Coefficients (a.u.): ``layout="e3nn"`` gives (n_atoms, width), NaN-padded;
+        ``layout="pyscf"`` the flat vector for ``basis.aux_mole(symbols, positions)``."""
+        name = "density_coefficients" if corrected else "density_coefficients_uncorrected"
+        c = self.get_property(name, atoms)
+        if layout == "e3nn":
+            return c
+        if layout == "pyscf":
+            return self.basis.e3nn_to_pyscf((atoms if atoms is not None else self.atoms).get_chemical_symbols(), c)
+        raise ValueError(f"unknown layout {layout!r}: use 'e3nn' or 'pyscf'")
+
+    def get_electron_count(self, atoms=None, corrected: bool = True) -> float:
+        """∫rho dr (electrons), analytic; exact after the correction."""
+        c = self.get_density_coefficients(atoms, corrected=corrected)
+        return density.electron_count(atoms if atoms is not None else self.atoms, c, self.basis)
+
+    def get_density(self, points, atoms=None, unit: str = "e/A^3") -> np.ndarray:
+        """Electron density at ``points`` (Å, shape (n, 3)), in ``unit`` ``"e/A^3"`` (ASE's
+        convention) or ``"e/Bohr^3"``."""
+        from ase.units import Bohr
+
+        if unit not in _DENSITY_UNITS:
+            raise ValueError(f"unknown density unit {unit!r}: use 'e/A^3' or 'e/Bohr^3'")
+        c = self.get_density_coefficients(atoms)
+        rho = density.density_on_points(atoms if atoms is not None else self.atoms, c, self.basis, points)
+        return rho / Bohr**3 if unit == "e/A^3" else rho
+
+    def write_cube(self, path, atoms=None, spacing: float = 0.2, margin: float = 3.0) -> np.ndarray:
+        """Write the density to a Gaussian cube file (values e/Bohr^3, grid ``spacing`` Å, box
+        ``margin`` Å beyond the atoms); returns the grid values."""
+        c = self.get_density_coefficients(atoms)
+        return density.write_cube(path, atoms if atoms is not None else self.atoms, c, self.basis, spacing=spacing, margin=margin)

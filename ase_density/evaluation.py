@@ -1,0 +1,142 @@
+"""Accuracy of a density model on a labelled reference file (``ase-density evaluate``).
+
+Per structure: eps_rho (%) of the predicted density against the fitted reference and, where the
+file stores the DFT density matrix, against the full DFT density (PySCF grid); the dipole error
+(Debye) against the DFT dipole and against the fitted reference's dipole; per-atom charge errors
+(e) against the fitted reference's charges; the electron-count error of the uncorrected model
+output. Over the file: means, and the RMSE of the (corrected) coefficients per element and l.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import numpy as np
+from ase.units import Debye
+
+from . import density
+from .predictions import file_sha256
+
+#: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
+SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",
+                  "charge_mae", "charge_max_error", "n_electrons_error")
+
+
+def check_same_basis(model_basis, data_basis):
+    """Raise ``ValueError`` unless the model predicts the data file's coefficient layout."""
+    for sym in data_basis.symbols:
+        if sym not in model_basis.elements or \
+                model_basis.element(sym).to_pyscf() != data_basis.element(sym).to_pyscf():
+            raise ValueError(f"the model predicts aux basis {model_basis.name!r}, the data file is fitted in "
+                             f"{data_basis.name!r} (element {sym} differs): coefficients are not comparable")
+
+
+def evaluate_structure(atoms, result, basis, density_matrix=None, orbital_basis=None, grid_level: int = 3) -> dict:
+    """Metrics of one prediction (``result``: a ``DensityCalculator.compute_batch`` entry) against
+    a reference ``atoms`` from ``ReferenceData`` (fitted coefficients in
+    ``arrays['density_coefficients']``, DFT dipole in ``info['dipole']``); units in the module
+    docstring. ``density_matrix`` (AO, in ``orbital_basis``) adds eps against the full density."""
+    ref = atoms.arrays["density_coefficients"]
+    pred = result["density_coefficients"]
+    eps_fit = density.density_error(atoms, pred, basis, reference_coefficients=ref, grid_level=grid_level)
+    eps_full = None
+    if density_matrix is not None:
+        eps_full = density.density_error(atoms, pred, basis, density_matrix=density_matrix,
+                                         orbital_basis=orbital_basis, grid_level=grid_level)
+    mu_pred = result["dipole"] / Debye
+    mu_fit = density.dipole_moment(atoms, ref, basis, unit="debye")
+    dq = result["charges"] - density.atomic_charges(atoms, ref, basis)
+    n_true = float(atoms.get_atomic_numbers().sum())
+    floor = atoms.info.get("fit_error")
+    return {
+        "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps_fit, "eps_full": eps_full,
+        "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
+        "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
+        "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - mu_fit)),
+        "charge_mae": float(np.mean(np.abs(dq))), "charge_max_error": float(np.max(np.abs(dq))),
+        "n_electrons_error": density.electron_count(atoms, result["density_coefficients_uncorrected"], basis) - n_true,
+    }
+
+
+def _coefficient_squares(atoms, pred, ref, basis, sums):
+    """Accumulate {symbol: {l: [sum of squared errors, count]}}."""
+    for i, sym in enumerate(atoms.get_chemical_symbols()):
+        el = basis.element(sym)
+        err2 = (pred[i, :el.size] - ref[i, :el.size]) ** 2
+        for l, e in zip(el.function_l(), err2):
+            acc = sums.setdefault(sym, {}).setdefault(int(l), [0.0, 0])
+            acc[0] += e
+            acc[1] += 1
+
+
+def evaluate(calc, data, indices=None, grid_level: int = 3, batch_size: int = 16, full_density: bool = True,
+             progress: bool = False) -> dict:
+    """Evaluate ``calc`` (a ``DensityCalculator``) on ``data`` (a ``ReferenceData``), structures
+    ``indices`` (default all), predicting in batches of ``batch_size``. Returns a JSON-ready dict:
+    ``structures`` (per structure), ``mean`` (over structures), ``coefficient_rmse``
+    ({element: {l: a.u.}}) and provenance (model and data paths with SHA-256, grid level, versions)."""
+    from tqdm import tqdm
+
+    from .dataset import _versions
+
+    check_same_basis(calc.basis, data.basis)
+    indices = list(range(len(data))) if indices is None else list(indices)
+    rows, sums = [], {}
+    bar = tqdm(total=len(indices), desc="evaluating", unit="structure", disable=not progress)
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start:start + batch_size]
+        frames = [data[i] for i in batch]
+        results = calc.compute_batch(frames, labels=[f.info["key"] for f in frames])
+        for i, atoms, res in zip(batch, frames, results):
+            dm = data.density_matrix(i) if full_density and data.has_density_matrix(i) else None
+            rows.append(evaluate_structure(atoms, res, calc.basis, dm, data.settings.get("basis"), grid_level))
+            _coefficient_squares(atoms, res["density_coefficients"], atoms.arrays["density_coefficients"],
+                                 calc.basis, sums)
+            bar.update()
+    bar.close()
+    mean = {}
+    for name in SUMMARY_FIELDS:
+        values = [abs(r[name]) if name == "n_electrons_error" else r[name] for r in rows if r[name] is not None]
+        mean[name] = float(np.mean(values)) if values else None
+    return {
+        "model": os.path.abspath(calc.model_path), "model_sha256": file_sha256(calc.model_path),
+        "data": os.path.abspath(data.path), "data_sha256": file_sha256(data.path),
+        "reference_settings": data.settings, "aux_basis": calc.basis.name, "grid_level": grid_level,
+        "n_structures": len(rows), "n_with_density_matrix": sum(r["eps_full"] is not None for r in rows),
+        "units": {"eps": "percent of electrons", "dipole": "Debye", "charges": "e", "coefficients": "atomic units",
+                  "n_electrons_error": "electrons, uncorrected model output (mean of absolute values)"},
+        "mean": mean,
+        "coefficient_rmse": {sym: {str(l): float(np.sqrt(s / n)) for l, (s, n) in sorted(per_l.items())}
+                             for sym, per_l in sums.items()},
+        "structures": rows,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+
+
+def format_report(report: dict) -> str:
+    """The evaluation as a plain-text table."""
+    m = report["mean"]
+
+    def fmt(x, spec):
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [f"model: {report['model']}", f"data:  {report['data']} ({report['n_structures']} structures, "
+             f"{report['n_with_density_matrix']} with DFT density matrices)", "",
+             f"{'metric (mean over structures)':<44}{'value':>12}",
+             f"{'eps_rho vs fitted reference (%)':<44}{fmt(m['eps_fit'], '12.3f')}",
+             f"{'eps_rho vs full DFT density (%)':<44}{fmt(m['eps_full'], '12.3f')}",
+             f"{'  (floor: reference fit vs full DFT, %)':<44}{fmt(m['reference_fit_error'], '12.3f')}",
+             f"{'dipole error vs DFT (D)':<44}{fmt(m['dipole_error'], '12.4f')}",
+             f"{'dipole error vs fitted reference (D)':<44}{fmt(m['dipole_error_vs_fit'], '12.4f')}",
+             f"{'charge MAE (e)':<44}{fmt(m['charge_mae'], '12.4f')}",
+             f"{'charge max error (e)':<44}{fmt(m['charge_max_error'], '12.4f')}",
+             f"{'|N_e error| before correction (electrons)':<44}{fmt(m['n_electrons_error'], '12.2e')}", "",
+             "coefficient RMSE (a.u.) per element and l"]
+    rmse = report["coefficient_rmse"]
+    ls = sorted({int(l) for per_l in rmse.values() for l in per_l})
+    lines.append(f"{'element':<8}" + "".join(f"{'l=' + str(l):>11}" for l in ls))
+    for sym, per_l in rmse.items():
+        lines.append(f"{sym:<8}" + "".join(fmt(per_l.get(str(l)), "11.2e").rjust(11) for l in ls))
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Cost of a density prediction against cluster size: model forward time and peak memory (CPU by
+default), the full ``DensityCalculator`` step (validation, correction, charges, dipole), and the
+PySCF PBE0/def2-SVP reference (SCF + fit) where it runs; speed-up and fitted scaling exponents.
+Each size runs in a fresh process (peak RSS is per process).
+
+    python benchmarks/inference.py [--sizes 1 2 5 10 20 50 100 200 500 1000] [--max-dft-waters 20]
+        [--model M] [--device cpu] [--threads 2] [-o benchmarks/results/inference.json]
+
+Clusters: the project's sampler (``sample_cluster(n, seed, relax_steps=0)``) up to 20 waters,
+above that ``water_droplet`` (liquid-density lattice droplets, built in seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[6])
+from inference import build_cluster
+kind, n, model, device, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+import torch
+torch.set_num_threads(threads)
+atoms, builder = build_cluster(n)
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if kind == "model":
+    from ase_density.calculator import DensityCalculator
+    from nequip_plugin.inference import predict_coefficients
+    calc = DensityCalculator(model=model, device=device)
+    predict_coefficients(calc.model, atoms)  # warm-up
+    before = peak_mb()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter(); predict_coefficients(calc.model, atoms); times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter(); calc.compute_batch([atoms]); full = time.perf_counter() - t0
+    out = {"forward_s": min(times), "calculator_s": full, "peak_rss_mb": peak_mb(), "rss_before_forward_mb": before}
+else:
+    from pyscf import lib
+    from ase_density.reference import compute_reference
+    lib.num_threads(threads)
+    t0 = time.perf_counter()
+    r = compute_reference(atoms, fit_error=False)
+    out = {"dft_s": time.perf_counter() - t0, "scf_cycles": r.scf_cycles, "dft_peak_rss_mb": peak_mb()}
+out.update(waters=n, atoms=len(atoms), builder=builder)
+print(json.dumps(out))
+"""
+
+def build_cluster(n_waters: int, seed: int = 2026, max_sampler_waters: int = 20):
+    """(Atoms, builder name) of an n-water cluster (module docstring)."""
+    from ase_density.clusters import sample_cluster, water_droplet
+
+    if n_waters <= max_sampler_waters:
+        return sample_cluster(n_waters, seed=[seed, n_waters], relax_steps=0), "sample_cluster"
+    return water_droplet(n_waters, seed=[seed, n_waters]), "water_droplet"
+
+
+def _run(kind, n, args):
+    out = subprocess.run([sys.executable, "-c", _CHILD, kind, str(n), args.model, args.device, str(args.threads), HERE],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{kind} at {n} waters failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scaling_exponent(atoms, seconds, min_atoms: int = 30):
+    """Slope of log(time) against log(n_atoms) over sizes with at least ``min_atoms`` atoms
+    (fewer than two such sizes: all sizes); None with fewer than two points."""
+    atoms, seconds = np.asarray(atoms, float), np.asarray(seconds, float)
+    keep = atoms >= min_atoms if np.sum(atoms >= min_atoms) >= 2 else np.ones(len(atoms), bool)
+    if keep.sum() < 2:
+        return None
+    return float(np.polyfit(np.log(atoms[keep]), np.log(seconds[keep]), 1)[0])
+
+
+def main(argv=None):
+    from ase_density.calculator import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000])
+    parser.add_argument("--max-dft-waters", type=int, default=20, help="largest cluster for the PySCF reference")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("-o", "--output", default=os.path.join(HERE, "results", "inference.json"))
+    args = parser.parse_args(argv)
+
+    rows = []
+    print(f"{'waters':>6} {'atoms':>6} {'forward ms':>11} {'calc ms':>9} {'peak MB':>8} {'DFT s':>9} {'speed-up':>9}")
+    for n in args.sizes:
+        row = _run("model", n, args)
+        if n <= args.max_dft_waters:
+            row.update(_run("dft", n, args))
+            row["speedup"] = row["dft_s"] / row["forward_s"]
+        rows.append(row)
+        dft = f"{row['dft_s']:>9.1f} {row['speedup']:>9.0f}" if "dft_s" in row else f"{'-':>9} {'-':>9}"
+        print(f"{n:>6} {row['atoms']:>6} {1e3 * row['forward_s']:>11.1f} {1e3 * row['calculator_s']:>9.1f} "
+              f"{row['peak_rss_mb']:>8.0f} {dft}", flush=True)
+    with_dft = [r for r in rows if "dft_s" in r]
+    exponents = {"forward": scaling_exponent([r["atoms"] for r in rows], [r["forward_s"] for r in rows]),
+                 "dft": scaling_exponent([r["atoms"] for r in with_dft], [r["dft_s"] for r in with_dft], min_atoms=9)}
+    fmt = {k: "n/a" if v is None else f"{v:.2f}" for k, v in exponents.items()}
+    print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']}, PySCF reference {fmt['dft']}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as fh:
+        json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
+                               "platform": platform.platform()},
+                   "model": os.path.abspath(args.model), "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
+                   "scaling_exponents": exponents, "rows": rows}, fh, indent=1)
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""SCF iterations and wall time from a density guess (``ase_density.scf_guess``) against PySCF's
+default ``minao`` guess, at the level of theory of a labelled reference file.
+
+Per structure three SCFs: from ``minao``; from the file's fitted reference density (what a perfect
+model would give: the ceiling of the method); from the model's predicted density (``--model``,
+default the shipped model, skipped when it is missing). Wall times of the density guesses include
+building the guess.
+
+    python benchmarks/scf_guess.py [tests/data/small_water.h5 data/test.h5 ...] [--model M] [--limit N]
+        [--threads 2] [-o benchmarks/results/scf_guess.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _scf(mol, settings, guess=None):
+    from ase_density.reference import run_scf
+
+    t0 = time.perf_counter()
+    dm0 = guess() if guess else None
+    t_guess = time.perf_counter() - t0
+    mf = run_scf(mol, settings, dm0=dm0)
+    if not mf.converged:
+        raise RuntimeError("SCF did not converge")
+    return {"cycles": int(mf.n_cycles), "wall_s": time.perf_counter() - t0, "guess_s": t_guess, "energy": mf.e_tot}
+
+
+def main(argv=None):
+    from ase_density.basis import build_mole
+    from ase_density.calculator import DEFAULT_MODEL, DensityCalculator
+    from ase_density.dataset import ReferenceData
+    from ase_density.reference import ReferenceSettings
+    from ase_density.scf_guess import density_guess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="*", default=[os.path.join(HERE, "..", "tests", "data", "small_water.h5")],
+                        help="labelled reference files (ase-density label)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="density model for the predicted guess")
+    parser.add_argument("--xc-guess", default="PBE", help="pure functional of the guess potential")
+    parser.add_argument("--limit", type=int, help="at most N structures per file")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("-o", "--output", default=os.path.join(HERE, "results", "scf_guess.json"))
+    args = parser.parse_args(argv)
+
+    from pyscf import lib
+
+    lib.num_threads(args.threads)
+    calc = DensityCalculator(model=args.model) if os.path.exists(args.model) else None
+    if calc is None:
+        print(f"no model at {args.model}: only the fitted-reference guess is benchmarked")
+    guesses = ["minao", "fitted"] + (["model"] if calc else [])
+    rows = []
+    print(f"{'structure':<26}{'atoms':>6}" + "".join(f"{g + ' it':>11}{g + ' s':>10}" for g in guesses))
+    for path in args.data:
+        data = ReferenceData(path)
+        settings = ReferenceSettings(**data.settings)
+        for i in range(min(len(data), args.limit or len(data))):
+            atoms = data[i]
+            mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), settings.basis, max_memory=8000)
+            row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
+            row["minao"] = _scf(mol, settings)
+            row["fitted"] = _scf(mol, settings, lambda: density_guess(
+                mol, atoms.arrays["density_coefficients"], data.basis, xc=args.xc_guess, grid_level=settings.grid_level))
+            if calc:
+                row["model"] = _scf(mol, settings, lambda: density_guess(
+                    mol, calc.compute_batch([atoms])[0]["density_coefficients"], calc.basis, xc=args.xc_guess,
+                    grid_level=settings.grid_level))
+            for g in guesses[1:]:  # every guess must reach the same SCF solution
+                assert abs(row[g]["energy"] - row["minao"]["energy"]) < 1e-6, (row["key"], g)
+            rows.append(row)
+            print(f"{row['file'][:12] + ':' + row['key'][:13]:<26}{len(atoms):>6}" +
+                  "".join(f"{row[g]['cycles']:>11}{row[g]['wall_s']:>10.2f}" for g in guesses), flush=True)
+
+    summary = {}
+    base_cycles = np.array([r["minao"]["cycles"] for r in rows])
+    base_wall = np.array([r["minao"]["wall_s"] for r in rows])
+    print()
+    for g in guesses:
+        cycles = np.array([r[g]["cycles"] for r in rows])
+        wall = np.array([r[g]["wall_s"] for r in rows])
+        summary[g] = {"mean_cycles": float(cycles.mean()), "total_wall_s": float(wall.sum()),
+                      "cycle_reduction_percent": float(100 * (1 - cycles.sum() / base_cycles.sum())),
+                      "wall_reduction_percent": float(100 * (1 - wall.sum() / base_wall.sum())),
+                      "mean_guess_s": float(np.mean([r[g]["guess_s"] for r in rows]))}
+        s = summary[g]
+        print(f"{g:<8} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % fewer)  "
+              f"wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less, guess "
+              f"{s['mean_guess_s']:.2f} s each)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as fh:
+        json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
+                   "data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
+                   "level_of_theory": settings.as_dict(), "xc_guess": args.xc_guess, "summary": summary,
+                   "rows": rows}, fh, indent=1)
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()

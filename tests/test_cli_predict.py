@@ -1,0 +1,69 @@
+"""``ase-density predict`` and ``ase-density evaluate`` on the tiny packaged model."""
+
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from ase_density.cli import main
+from ase_density.predictions import PredictionData, file_sha256
+
+DATA = Path(__file__).parent / "data"
+TINY_MODEL = str(DATA / "tiny_water.nequip.zip")
+
+
+def test_predict_many_frames_with_cubes(tmp_path, capsys):
+    from ase_density.calculator import DensityCalculator
+
+    out, cubes = tmp_path / "p.h5", tmp_path / "cubes"
+    frames = ase.io.read(DATA / "small_clusters.xyz", index=":")[:3]
+    ase.io.write(tmp_path / "in.xyz", frames)
+    assert main(["predict", str(tmp_path / "in.xyz"), "--model", TINY_MODEL, "-o", str(out), "--cube", str(cubes),
+                 "--cube-spacing", "0.4", "--batch-size", "2"]) == 0
+    pred = PredictionData(out)
+    assert len(pred) == 3 and pred.attrs["model_sha256"] == file_sha256(TINY_MODEL)
+    expected = DensityCalculator(model=TINY_MODEL).compute_batch(frames)
+    for i, (atoms, ref) in enumerate(zip(frames, expected)):
+        got = pred[i]
+        assert got.info["frame"] == i
+        np.testing.assert_allclose(got.positions, atoms.positions)
+        np.testing.assert_allclose(got.arrays["density_coefficients"], ref["density_coefficients"], atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(got.info["dipole"], ref["dipole"], atol=1e-5)
+        assert got.arrays["charges"].sum() == pytest.approx(0, abs=1e-6)
+        assert ase.io.read(cubes / f"frame_{i:06d}.cube").get_chemical_symbols() == atoms.get_chemical_symbols()
+    assert "predictions for 3 frames" in capsys.readouterr().out
+
+
+def test_predict_stops_at_a_bad_frame_and_keeps_earlier_ones(tmp_path, capsys):
+    path = tmp_path / "bad.xyz"
+    ase.io.write(path, [molecule("H2O"), molecule("H2O"), molecule("CH4"), molecule("H2O")])
+    out = tmp_path / "p.h5"
+    assert main(["predict", str(path), "--model", TINY_MODEL, "-o", str(out)]) == 1  # one batch
+    assert "frame 2: unsupported element(s) C" in capsys.readouterr().err
+    assert [a.info["frame"] for a in PredictionData(out)] == [0, 1]
+    # --skip-invalid records the failure and goes on, within one batch too
+    assert main(["predict", str(path), "--model", TINY_MODEL, "-o", str(out), "--skip-invalid"]) == 0
+    pred = PredictionData(out)
+    assert [a.info["frame"] for a in pred] == [0, 1, 3]
+    assert pred.failures[0][0] == 2 and "unsupported element" in pred.failures[0][1]
+
+
+def test_evaluate_table_and_json(tmp_path, capsys):
+    report_path = tmp_path / "eval.json"
+    h5 = DATA / "small_water.h5"
+    assert main(["evaluate", str(h5), "--model", TINY_MODEL, "--limit", "3", "--json", str(report_path)]) == 0
+    table = capsys.readouterr().out
+    assert "eps_rho vs fitted reference" in table and "eps_rho vs full DFT density" in table
+    report = json.loads(report_path.read_text())
+    assert report["n_structures"] == 3 == len(report["structures"]) == report["n_with_density_matrix"]
+    assert report["data_sha256"] == file_sha256(h5) and report["model"].endswith("tiny_water.nequip.zip")
+    for row in report["structures"]:
+        assert 0 < row["eps_fit"] < 100 and 0 < row["eps_full"] < 100 and row["dipole_error"] >= 0
+        # the fitted reference is closer to the full density than the tiny model is
+        assert row["reference_fit_error"] < row["eps_full"]
+    assert set(report["coefficient_rmse"]) == {"H", "O"} and set(report["coefficient_rmse"]["O"]) == {"0", "1", "2", "3", "4"}
+    m = report["mean"]
+    assert m["eps_fit"] == pytest.approx(np.mean([r["eps_fit"] for r in report["structures"]]))

@@ -1,0 +1,59 @@
+"""Density guesses for PySCF from fitted densities (the labelled fixture, PBE0/def2-SVP)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.units import Hartree
+
+from ase_density import scf_guess
+from ase_density.basis import build_mole
+from ase_density.reference import ReferenceSettings, run_scf
+
+MONOMER = 6  # index of a single water in tests/data/small_water.h5
+
+
+@pytest.fixture(scope="module")
+def monomer(small_data):
+    atoms = small_data[MONOMER]
+    mol = build_mole(atoms.get_chemical_symbols(), atoms.positions, small_data.settings["basis"])
+    return atoms, mol
+
+
+def test_coulomb_and_xc_matrices_match_the_full_density(small_data, monomer):
+    from pyscf import dft, scf
+
+    atoms, mol = monomer
+    dm = small_data.density_matrix(MONOMER)
+    symbols, auxmol = scf_guess._aux_for(mol, small_data.basis)
+    flat = small_data.basis.e3nn_to_pyscf(symbols, atoms.arrays["density_coefficients"])
+    j_ref = scf.hf.get_jk(mol, dm)[0]
+    np.testing.assert_allclose(scf_guess.coulomb_matrix(mol, auxmol, flat), j_ref, atol=5e-3 * np.abs(j_ref).max())
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 3
+    grids.build()
+    for xc in ("LDA", "PBE"):
+        v_ref = dft.numint.NumInt().nr_rks(mol, grids, xc, dm)[2]
+        np.testing.assert_allclose(scf_guess.xc_matrix(mol, auxmol, flat, xc), v_ref, atol=2e-3)
+    with pytest.raises(ValueError, match="pure LDA or GGA"):
+        scf_guess.xc_matrix(mol, auxmol, flat, "PBE0")
+
+
+def test_fitted_density_guess_saves_cycles_and_reaches_the_same_solution(small_data, monomer):
+    atoms, mol = monomer
+    dm0 = scf_guess.density_guess(mol, atoms.arrays["density_coefficients"], small_data.basis)
+    np.testing.assert_allclose(dm0, dm0.T, atol=1e-12)
+    assert np.trace(dm0 @ mol.intor("int1e_ovlp")) == pytest.approx(mol.nelectron, abs=1e-8)
+    mf = run_scf(mol, ReferenceSettings(**small_data.settings), dm0=dm0)
+    assert mf.converged and mf.e_tot * Hartree == pytest.approx(atoms.info["energy"], abs=1e-5)
+    assert mf.n_cycles < atoms.info["scf_cycles"]  # stored: cycles from PySCF's minao guess
+
+
+def test_predicted_density_guess_converges(small_data, monomer):
+    from ase_density.calculator import DensityCalculator
+
+    atoms, mol = monomer
+    calc = DensityCalculator(model=Path(__file__).parent / "data" / "tiny_water.nequip.zip")
+    c = calc.compute_batch([atoms])[0]["density_coefficients"]
+    mf = run_scf(mol, ReferenceSettings(**small_data.settings), dm0=scf_guess.density_guess(mol, c, calc.basis))
+    assert mf.converged and mf.e_tot * Hartree == pytest.approx(atoms.info["energy"], abs=1e-5)
