@@ -126,6 +126,7 @@ class DensityCalculator(Calculator):
     """
 
     name = "density"
+    implemented_properties = DENSITY_PROPERTIES  # per instance: plus what ``base`` implements
 
     def __init__(self, model=None, device: str = "cpu", base=None, **kwargs):
         super().__init__(**kwargs)

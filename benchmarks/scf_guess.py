@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("data", nargs="*", default=[os.path.join(HERE, "..", "tests", "data", "small_water.h5")],
                         help="labelled reference files (ase-density label)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="density model for the predicted guess")
-    parser.add_argument("--xc-guess", default="PBE", help="pure functional of the guess potential")
+    parser.add_argument("--pure-xc", default="PBE", help="pure functional of a hybrid's first guess step")
     parser.add_argument("--limit", type=int, help="at most N structures per file")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("-o", "--output", default=os.path.join(HERE, "results", "scf_guess.json"))
@@ -70,11 +70,12 @@ def main(argv=None):
             row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
             row["minao"] = _scf(mol, settings)
             row["fitted"] = _scf(mol, settings, lambda: density_guess(
-                mol, atoms.arrays["density_coefficients"], data.basis, xc=args.xc_guess, grid_level=settings.grid_level))
+                mol, atoms.arrays["density_coefficients"], data.basis, xc=settings.xc, pure_xc=args.pure_xc,
+                grid_level=settings.grid_level))
             if calc:
                 row["model"] = _scf(mol, settings, lambda: density_guess(
-                    mol, calc.compute_batch([atoms])[0]["density_coefficients"], calc.basis, xc=args.xc_guess,
-                    grid_level=settings.grid_level))
+                    mol, calc.compute_batch([atoms])[0]["density_coefficients"], calc.basis, xc=settings.xc,
+                    pure_xc=args.pure_xc, grid_level=settings.grid_level))
             for g in guesses[1:]:  # every guess must reach the same SCF solution
                 assert abs(row[g]["energy"] - row["minao"]["energy"]) < 1e-6, (row["key"], g)
             rows.append(row)
@@ -100,7 +101,7 @@ def main(argv=None):
     with open(args.output, "w") as fh:
         json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
                    "data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
-                   "level_of_theory": settings.as_dict(), "xc_guess": args.xc_guess, "summary": summary,
+                   "level_of_theory": settings.as_dict(), "pure_xc": args.pure_xc, "summary": summary,
                    "rows": rows}, fh, indent=1)
     print(f"written {args.output}")
 
