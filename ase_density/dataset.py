@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from contextlib import contextmanager
 
 import h5py
 import numpy as np
@@ -59,21 +58,57 @@ def _versions() -> dict:
     return out
 
 
-def _open_read(path):
+def open_for_reading(path, fmt: str = FORMAT, error=None, what: str = "ase-density reference file"):
+    """Open one of the project's HDF5 files (format attribute ``fmt``) read-only, also while a
+    writer has it open in SWMR mode or after such a writer was killed. Raises ``error`` (default
+    :class:`DatasetError`) for a missing, unreadable or foreign file."""
+    error = error or DatasetError
     if not os.path.exists(path):
-        raise DatasetError(f"{path}: no such file")
+        raise error(f"{path}: no such file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         if "already open for write" not in str(exc):
-            raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+            raise error(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
         # being written right now, or its writer was killed: SWMR readers see every flushed record
         f = h5py.File(path, "r", libver="latest", swmr=True)
     found = f.attrs.get("format")
-    if found != FORMAT:
+    if found != fmt:
         f.close()
-        raise DatasetError(f"{path}: not an ase-density reference file (format attribute {found!r} missing or wrong)")
+        raise error(f"{path}: not an {what} (format attribute {found!r} missing or wrong)")
     return f
+
+
+class WriterLock:
+    """An exclusive lock on ``<path>.lock`` for the one process that may write ``path``; raises
+    ``error`` if another process holds it. ``release()`` removes the lock file."""
+
+    def __init__(self, path, error=None):
+        self._file = open(os.fspath(path) + ".lock", "w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise (error or DatasetError)(f"{path}: another process is writing this file") from None
+
+    def release(self):
+        if not self._file.closed:
+            try:
+                os.unlink(self._file.name)
+            except FileNotFoundError:
+                pass
+            self._file.close()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 hex digest of a file, read in 16 MB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _n_complete(f) -> int:
@@ -93,19 +128,18 @@ class ReferenceWriter:
     def __init__(self, path, settings: dict, basis: AuxBasis):
         self.path = os.fspath(path)
         self.basis = basis
-        self._lock = open(self.path + ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise DatasetError(f"{self.path}: another process is writing this file") from None
+        self._lock = WriterLock(self.path)
         meta = {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()}
-        if os.path.exists(self.path):
-            self._check_compatible(meta)
-            self._repair_if_needed()
-            self.f = h5py.File(self.path, "a", libver="latest")
-        else:
-            self.f = self._create(self.path, meta)
+        try:
+            if os.path.exists(self.path):
+                self._check_compatible(meta)
+                self._repair_if_needed()
+                self.f = h5py.File(self.path, "a", libver="latest")
+            else:
+                self.f = self._create(self.path, meta)
+        except BaseException:
+            self._lock.release()
+            raise
         self.f.swmr_mode = True
         self._done = {k.decode() for k in self.f["structures/key"][:_n_complete(self.f)]}
         self._failed = {k.decode() for k in self.f["failures/key"][()] if k}
@@ -131,7 +165,7 @@ class ReferenceWriter:
         return f
 
     def _check_compatible(self, meta):
-        with _open_read(self.path) as f:
+        with open_for_reading(self.path) as f:
             for name, value in meta.items():
                 if f.attrs.get(name) != value:
                     raise DatasetError(f"{self.path}: made with other {name} than requested; refusing to append.\n"
@@ -146,7 +180,7 @@ class ReferenceWriter:
         except OSError:
             pass
         tmp = self.path + ".repair"
-        with _open_read(self.path) as old, h5py.File(tmp, "w", libver="latest") as new:
+        with open_for_reading(self.path) as old, h5py.File(tmp, "w", libver="latest") as new:
             new.attrs.update(dict(old.attrs))
             n = _n_complete(old)
             n_atoms = int(old["structures/atom_start"][n - 1] + old["structures/n_atoms"][n - 1]) if n else 0
@@ -215,9 +249,7 @@ class ReferenceWriter:
         if getattr(self, "f", None) is not None:
             self.f.close()
             self.f = None
-        if not self._lock.closed:
-            os.unlink(self._lock.name)
-            self._lock.close()
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -232,7 +264,7 @@ class ReferenceData:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        with _open_read(self.path) as f:
+        with open_for_reading(self.path) as f:
             try:
                 self.settings = json.loads(f.attrs["settings"])
                 self.basis = AuxBasis.from_json(f.attrs["auxbasis"])
@@ -287,7 +319,7 @@ class ReferenceData:
         start, nao = int(self._structures["dm_start"][i]), int(self._structures["nao"][i])
         if start < 0:
             raise DatasetError(f"{self.path}: structure {self.keys[i]} has no stored density matrix (label with --save-dm)")
-        with _open_read(self.path) as f:
+        with open_for_reading(self.path) as f:
             packed = f["density_matrix/values"][start:start + nao * (nao + 1) // 2]
         if len(packed) != nao * (nao + 1) // 2:
             raise DatasetError(f"{self.path}: density matrix of {self.keys[i]} is truncated")

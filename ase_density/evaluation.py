@@ -16,7 +16,7 @@ import numpy as np
 from ase.units import Debye
 
 from . import density
-from .predictions import file_sha256
+from .dataset import file_sha256
 
 #: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
 SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",

@@ -12,7 +12,6 @@ its SHA-256, the input file, units, package versions. Records are flushed per ba
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -22,7 +21,7 @@ from ase import Atoms
 
 from .basis import AuxBasis
 from .density import electron_count
-from .dataset import KEY_DTYPE, REASON_DTYPE, _versions, structure_key
+from .dataset import KEY_DTYPE, REASON_DTYPE, _versions, file_sha256, structure_key
 
 FORMAT = "ase-density-prediction"
 FORMAT_VERSION = 1
@@ -31,15 +30,6 @@ UNITS = {"positions": "Angstrom", "coefficients": "atomic units (density in e/Bo
 ATOM_FIELDS = {"numbers": ((), "i1"), "positions": ((3,), "f8"), "charges": ((), "f8")}
 STRUCTURE_FIELDS = {"frame": ((), "i8"), "atom_start": ((), "i8"), "n_atoms": ((), "i4"), "dipole": ((3,), "f8"),
                     "n_electrons_model": ((), "f8"), "key": ((), KEY_DTYPE)}
-
-
-def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file, read in 16 MB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _append(ds, values):

@@ -48,7 +48,6 @@ continues after the last complete frame; other settings are refused.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -60,6 +59,7 @@ import numpy as np
 from ase.units import Debye
 
 from . import density
+from .dataset import WriterLock, file_sha256, open_for_reading
 from .validation import StructureError, find_waters, validate_atoms
 
 FORMAT = "ase-density-trajectory-analysis"
@@ -196,14 +196,6 @@ def _fingerprint(atoms) -> str:
     return h.hexdigest()[:16]
 
 
-def _file_hash(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------
 # the output file
 
@@ -243,18 +235,7 @@ def _lengths(f, n: int) -> dict:
 
 
 def _open_read(path):
-    if not os.path.exists(path):
-        raise TrajectoryError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        if "already open for write" not in str(exc):
-            raise TrajectoryError(f"{path}: not a readable HDF5 file: {exc}") from exc
-        f = h5py.File(path, "r", libver="latest", swmr=True)
-    if f.attrs.get("format") != FORMAT:
-        f.close()
-        raise TrajectoryError(f"{path}: not an ase-density trajectory analysis (format attribute missing or wrong)")
-    return f
+    return open_for_reading(path, FORMAT, TrajectoryError, "ase-density trajectory analysis")
 
 
 class AnalysisWriter:
@@ -263,12 +244,7 @@ class AnalysisWriter:
 
     def __init__(self, path, settings: dict, basis, save_coefficients: bool):
         self.path = os.fspath(path)
-        self._lock = open(self.path + ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise TrajectoryError(f"{self.path}: another process is writing this file") from None
+        self._lock = WriterLock(self.path, TrajectoryError)
         self.fields = _fields(basis.width, save_coefficients)
         meta = {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()}
         try:
@@ -279,7 +255,7 @@ class AnalysisWriter:
             else:
                 self.f = self._create(meta, basis.width)
         except BaseException:
-            self._release()
+            self._lock.release()
             raise
         self.f.swmr_mode = True
         self.n_done = _n_complete(self.f)
@@ -352,7 +328,7 @@ class AnalysisWriter:
         frames = {name: [] for name in self.fields["frames"]}
         water_atoms, water_dipoles = [], []
         atom_start, water_start = f["atoms/numbers"].shape[0], f["waters/atoms"].shape[0]
-        for index, atoms, time, p in records:
+        for index, atoms, frame_time_fs, p in records:
             atoms_rows["numbers"].append(atoms.numbers.astype("i1"))
             atoms_rows["charges"].append(p["charges"])
             if "coefficients" in atoms_rows:
@@ -360,7 +336,7 @@ class AnalysisWriter:
                 atoms_rows["coefficients"].append(p["coefficients"])
             water_atoms.append(p["waters"].reshape(-1, 3))
             water_dipoles.append(p["water_dipoles"].reshape(-1, 3))
-            values = {"time": time, "dipole": p["dipole"], "charge": p["charge"], "n_electrons": p["n_electrons"],
+            values = {"time": frame_time_fs, "dipole": p["dipole"], "charge": p["charge"], "n_electrons": p["n_electrons"],
                       "n_electrons_expected": p["n_electrons_expected"], "atom_start": atom_start,
                       "n_atoms": len(atoms), "water_start": water_start, "n_waters": len(p["waters"]), "index": index}
             for name, value in values.items():
@@ -393,19 +369,11 @@ class AnalysisWriter:
         ds[0] = json.dumps(products["summary"], sort_keys=True).encode()
         f.flush()
 
-    def _release(self):
-        if not self._lock.closed:
-            try:
-                os.unlink(self._lock.name)
-            except FileNotFoundError:
-                pass
-            self._lock.close()
-
     def close(self):
         if getattr(self, "f", None) is not None:
             self.f.close()
             self.f = None
-        self._release()
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -450,7 +418,7 @@ def analyze_trajectory(trajectory, output, model=None, every: int = 1, start: in
     if not model_path.exists():
         raise TrajectoryError(f"density model {model_path} not found" + (
             " (no default model is shipped yet: pass --model PATH)" if model is None else ""))
-    settings = {"trajectory": os.path.realpath(trajectory), "model_sha256": _file_hash(model_path),
+    settings = {"trajectory": os.path.realpath(trajectory), "model_sha256": file_sha256(model_path),
                 "start": start, "stop": stop, "every": every, "timestep_fs": timestep,
                 "save_coefficients": save_coefficients, "correct_electron_count": correct_electron_count}
     try:
@@ -487,9 +455,9 @@ def analyze_trajectory(trajectory, output, model=None, every: int = 1, start: in
         def flush():
             coefficients = predict_coefficients_batch(net, [a for _, a, _ in buffer])
             records = []
-            for (index, atoms, time), c in zip(buffer, coefficients):
+            for (index, atoms, frame_time_fs), c in zip(buffer, coefficients):
                 p = frame_properties(atoms, c, basis, correct)
-                records.append((index, atoms, time, p))
+                records.append((index, atoms, frame_time_fs, p))
                 if cube_dir is not None and (index - start) // every % cube_every == 0:
                     density.write_cube(cube_dir / f"frame_{index:06d}.cube", atoms, p["coefficients"], basis,
                                        spacing=cube_spacing)

@@ -6,7 +6,7 @@ from ase.units import Debye, Hartree
 from ase_density.basis import build_mole
 from ase_density.density import dipole_moment, electron_count
 from ase_density.reference import (ReferenceSettings, SCFNotConverged, _pyscf_integrals, compute_reference,
-                                   fit_coefficients, run_scf)
+                                   fit_coefficients)
 
 
 def test_water_reference(water, water_reference, aux_basis):
