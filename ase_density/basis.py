@@ -19,7 +19,8 @@ import numpy as np
 DECONTRACT_SUFFIX = "-decontract"
 DEFAULT_AUXBASIS = "def2-universal-jfit-decontract"
 
-#: cyclic axis permutation mapping PySCF's real solid harmonics onto e3nn's (shared/facts.md)
+#: cyclic axis permutation P: e3nn's real spherical harmonics of l >= 2 are D^l(P) times PySCF's
+#: (checked by rotating real fits, tests/test_basis.py)
 _AXIS_PERMUTATION = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 

@@ -52,6 +52,42 @@ def _label(args):
     return 1 if summary["failed"] else 0
 
 
+def _info(args):
+    import json
+
+    import numpy as np
+
+    from .dataset import DatasetError, ReferenceData
+
+    try:
+        data = ReferenceData(args.data)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    waters = np.array([len(a) // 3 for a in data])
+    fit = np.array([a.info["fit_error"] for a in data])
+    summary = {"file": args.data, "structures": len(data), "failures": len(data.failures),
+               "waters_min": int(waters.min()) if len(data) else None, "waters_max": int(waters.max()) if len(data) else None,
+               "fit_error_mean_percent": float(np.nanmean(fit)) if np.isfinite(fit).any() else None,
+               "fit_error_max_percent": float(np.nanmax(fit)) if np.isfinite(fit).any() else None,
+               "density_matrices": int(sum(data.has_density_matrix(i) for i in range(len(data)))),
+               "problems": data.validate(), "settings": data.settings}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{args.data}: {summary['structures']} structures ({summary['waters_min']}–{summary['waters_max']} waters), "
+          f"{summary['failures']} failures, {summary['density_matrices']} with density matrices")
+    print("  " + ", ".join(f"{k}={v}" for k, v in data.settings.items()))
+    if summary["fit_error_mean_percent"] is not None:
+        print(f"  fit floor (eps of the fit vs the full density): mean {summary['fit_error_mean_percent']:.3f} %, "
+              f"max {summary['fit_error_max_percent']:.3f} %")
+    for problem in summary["problems"]:
+        print(f"  PROBLEM {problem}")
+    for key, reason in data.failures:
+        print(f"  FAILED {key}: {reason.splitlines()[0] if reason else ''}")
+    return 1 if summary["problems"] else 0
+
+
 def _analyze(args):
     from .trajectory import TrajectoryError, analyze_trajectory
 
@@ -209,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit-error", action="store_true", help="skip eps of the fit against the full density")
     p.add_argument("--retry-failed", action="store_true", help="retry structures recorded as failures")
     p.set_defaults(func=_label)
+
+    p = sub.add_parser("info", help="summarise a reference file: size, settings, fit floor, problems")
+    p.add_argument("data", help="HDF5 reference file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_info)
 
     p = sub.add_parser("predict", help="predicted densities, charges and dipoles for structures, into HDF5")
     p.add_argument("structures", help="any ASE-readable file with one or more frames")

@@ -50,3 +50,25 @@ def test_label_on_a_dask_cluster(tmp_path):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "ase_density.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "label" in out.stdout and "sample" in out.stdout
+
+
+def test_info_reports_size_fit_floor_and_problems(tmp_path, capsys):
+    import json
+    import shutil
+
+    import h5py
+
+    from conftest import SMALL_H5
+
+    assert main(["info", str(SMALL_H5), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    data = ReferenceData(SMALL_H5)
+    assert summary["structures"] == len(data) == 12 and summary["density_matrices"] == 12
+    assert np.isclose(summary["fit_error_mean_percent"], np.mean([a.info["fit_error"] for a in data]))
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(SMALL_H5, damaged)
+    with h5py.File(damaged, "a") as f:
+        f["atoms/coefficients"][0, 0] = np.nan
+    assert main(["info", str(damaged)]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing.h5")]) == 2
