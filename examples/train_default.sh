@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Train, package, evaluate and document the shipped default model.
+#   bash examples/train_default.sh [extra nequip-train overrides]
+# Writes ase_density/models/default.nequip.zip and its card default.json; the run directory
+# (checkpoints, metrics.csv, evaluation JSON) is outputs/default (RUN=... to change).
+# Rerunning after an interruption resumes training from the run's last checkpoint.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN=${RUN:-$ROOT/outputs/default}
+cd "$ROOT"
+resume=()
+[ -f "$RUN/last.ckpt" ] && resume=("+ckpt_path=$RUN/last.ckpt")
+nequip-train -cp "$ROOT/examples" -cn train_water data_file="$ROOT/data/train_pool.h5" hydra.run.dir="$RUN" \
+    "${resume[@]}" "$@"
+mkdir -p ase_density/models
+nequip-package build "$RUN/best.ckpt" ase_density/models/default.nequip.zip
+for set in test transfer; do
+    ase-density evaluate --model ase_density/models/default.nequip.zip "data/$set.h5" --json "$RUN/${set}_eval.json"
+done
+python examples/make_model_card.py --run "$RUN" --model ase_density/models/default.nequip.zip \
+    --train-data data/train_pool.h5 --eval "$RUN/test_eval.json" "$RUN/transfer_eval.json" \
+    --command "bash examples/train_default.sh $*" -o ase_density/models/default.json
