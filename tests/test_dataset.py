@@ -114,10 +114,10 @@ def test_sigkill_then_resume(tmp_path):
     """Kill the labelling process hard; rerunning completes with no duplicates or damage."""
     import ase.io
 
-    structures = waters(8, seed=4)
+    structures = waters(24, seed=4)  # enough work that the kill lands mid-run on a fast machine too
     ase.io.write(tmp_path / "in.xyz", structures)
     cmd = [sys.executable, "-m", "ase_density.cli", "label", str(tmp_path / "in.xyz"), "-o", str(tmp_path / "k.h5"),
-           "--xc", "HF", "--basis", "sto-3g", "--no-fit-error"]
+           "--xc", "HF", "--basis", "def2-SVP", "--no-fit-error"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     n = 0
@@ -129,10 +129,10 @@ def test_sigkill_then_resume(tmp_path):
             n = 0
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= len(ReferenceData(tmp_path / "k.h5")) < 8, "the kill should land mid-run"
+    assert 2 <= len(ReferenceData(tmp_path / "k.h5")) < 24, "the kill should land mid-run"
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     data = ReferenceData(tmp_path / "k.h5")
-    assert len(data) == 8 and sorted(data.keys) == sorted(structure_key(i, s) for i, s in enumerate(structures))
+    assert len(data) == 24 and sorted(data.keys) == sorted(structure_key(i, s) for i, s in enumerate(structures))
     assert data.validate() == []
 
 
