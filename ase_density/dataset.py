@@ -271,6 +271,8 @@ class ReferenceData:
                 self.n = _n_complete(f)
                 self._structures = {name: f["structures/" + name][:self.n] for name in STRUCTURE_FIELDS}
                 n_atoms = int(self._structures["atom_start"][-1] + self._structures["n_atoms"][-1]) if self.n else 0
+                if f["atoms/numbers"].shape[0] < n_atoms:
+                    raise DatasetError(f"{self.path}: atom arrays are shorter than the structure records say (truncated file)")
                 self._numbers = f["atoms/numbers"][:n_atoms]
                 self._positions = f["atoms/positions"][:n_atoms]
                 self._coefficients = f["atoms/coefficients"][:n_atoms]
@@ -278,8 +280,6 @@ class ReferenceData:
                                   zip(f["failures/key"][()], f["failures/reason"][()]) if k]
             except (KeyError, OSError, ValueError) as exc:
                 raise DatasetError(f"{self.path}: damaged or incomplete reference file: {exc}") from exc
-        if len(self._numbers) < (int(self._structures["atom_start"][-1] + self._structures["n_atoms"][-1]) if self.n else 0):
-            raise DatasetError(f"{self.path}: atom arrays are shorter than the structure records say (truncated file)")
         self.keys = [k.decode() for k in self._structures["key"]]
 
     def __len__(self):

@@ -21,11 +21,9 @@ def _set_threads(n):
 
 
 def label_one(task):
-    """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm, threads)`` ->
+    """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm)`` ->
     ``(key, ReferenceResult or None, failure reason or None)``. Never raises for bad input."""
-    key, atoms, settings, fit_error, save_dm, threads = task
-    if threads:
-        _set_threads(threads)
+    key, atoms, settings, fit_error, save_dm = task
     try:
         result = compute_reference(atoms, ReferenceSettings(**settings), fit_error=fit_error,
                                    save_density_matrix=save_dm, label=key)
@@ -58,7 +56,7 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
                 writer.write_failure(key, str(exc))
                 summary["failed"].append((key, str(exc)))
                 continue
-            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix, None))
+            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix))
         tasks.sort(key=lambda t: -len(t[1]))  # largest first: the tail of the run stays short
         by_key = {t[0]: t[1] for t in tasks}
         bar = tqdm(total=len(tasks), desc=f"labelling {os.path.basename(os.fspath(output))}", unit="structure",
