@@ -121,7 +121,26 @@ def _n_complete(f) -> int:
     return int(empty[0]) if len(empty) else len(keys)
 
 
-class ReferenceWriter:
+class LockedH5Writer:
+    """Base of the project's appending writers: an open HDF5 file ``f`` and the
+    :class:`WriterLock` ``_lock``; ``close()`` (or leaving the ``with`` block) closes and releases both."""
+
+    f = None
+
+    def close(self):
+        if getattr(self, "f", None) is not None:
+            self.f.close()
+            self.f = None
+        self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ReferenceWriter(LockedH5Writer):
     """Append reference records to ``path``, one flushed record at a time; creates the file or
     reopens it (same ``settings`` and ``basis`` only). Use as a context manager."""
 
@@ -245,17 +264,6 @@ class ReferenceWriter:
         self.f.flush()
         self._failed.add(key)
 
-    def close(self):
-        if getattr(self, "f", None) is not None:
-            self.f.close()
-            self.f = None
-        self._lock.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class ReferenceData:

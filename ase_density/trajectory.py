@@ -59,7 +59,7 @@ import numpy as np
 from ase.units import Debye
 
 from . import density
-from .dataset import WriterLock, file_sha256, open_for_reading
+from .dataset import LockedH5Writer, WriterLock, file_sha256, open_for_reading
 from .validation import StructureError, find_waters, validate_atoms
 
 FORMAT = "ase-density-trajectory-analysis"
@@ -238,7 +238,7 @@ def _open_read(path):
     return open_for_reading(path, FORMAT, TrajectoryError, "ase-density trajectory analysis")
 
 
-class AnalysisWriter:
+class AnalysisWriter(LockedH5Writer):
     """Per-frame results appended in flushed batches; creates ``path`` or reopens it for the same
     ``settings`` (refusing others). ``n_done``: complete frames already stored."""
 
@@ -369,17 +369,6 @@ class AnalysisWriter:
         ds[0] = json.dumps(products["summary"], sort_keys=True).encode()
         f.flush()
 
-    def close(self):
-        if getattr(self, "f", None) is not None:
-            self.f.close()
-            self.f = None
-        self._lock.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------
