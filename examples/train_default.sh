@@ -4,14 +4,22 @@
 # Writes ase_density/models/default.nequip.zip and its card default.json; the run directory
 # (checkpoints, metrics.csv, evaluation JSON) is outputs/default (RUN=... to change).
 # Rerunning after an interruption resumes training from the run's last checkpoint.
+#   TRAIN_ONLY=1  stop after training (e.g. on a GPU machine: examples/gpu_session.sh)
+#   SKIP_TRAIN=1  package, evaluate and document the run trained before (e.g. copied back from the GPU machine)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${RUN:-$ROOT/outputs/default}
 cd "$ROOT"
-resume=()
-[ -f "$RUN/last.ckpt" ] && resume=("+ckpt_path=$RUN/last.ckpt")
-nequip-train -cp "$ROOT/examples" -cn train_water data_file="$ROOT/data/train_pool.h5" hydra.run.dir="$RUN" \
-    "${resume[@]}" "$@"
+if [ -z "${SKIP_TRAIN:-}" ]; then
+    resume=()
+    [ -f "$RUN/last.ckpt" ] && resume=("+ckpt_path=$RUN/last.ckpt")
+    mkdir -p "$RUN"
+    accelerator=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+    echo "bash examples/train_default.sh $* (on ${accelerator:-CPU}, $(nproc --all) cores)" > "$RUN/train_command.txt"
+    nequip-train -cp "$ROOT/examples" -cn train_water data_file="$ROOT/data/train_pool.h5" hydra.run.dir="$RUN" \
+        "${resume[@]}" "$@"
+fi
+[ -n "${TRAIN_ONLY:-}" ] && exit 0
 mkdir -p ase_density/models
 nequip-package build "$RUN/best.ckpt" ase_density/models/default.nequip.zip
 for set in test transfer; do
@@ -19,4 +27,4 @@ for set in test transfer; do
 done
 python examples/make_model_card.py --run "$RUN" --model ase_density/models/default.nequip.zip \
     --train-data data/train_pool.h5 --eval "$RUN/test_eval.json" "$RUN/transfer_eval.json" \
-    --command "bash examples/train_default.sh $*" -o ase_density/models/default.json
+    --command "$(cat "$RUN/train_command.txt")" -o ase_density/models/default.json

@@ -1,5 +1,6 @@
-"""The study end to end on the fixture (``--quick``, 4 real nequip-train runs of 8 steps): files,
-per-l errors, feature norms from a real run, resuming without training, frozen settings."""
+"""The study end to end on the fixture (``--quick``, 4 real nequip-train runs of 8 steps), trained and
+evaluated in separate calls: files, per-l errors, feature norms from a real run, resuming without
+training, frozen settings."""
 
 import csv
 import json
@@ -22,10 +23,15 @@ LMAX_O = 1  # the fixture's basis goes to l = 4: channels 2-4 are never predicte
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    """The quick study made in two calls, as on a GPU machine and then a CPU one: train only
+    (``--no-eval``, all sizes in one pool), then evaluate and report only (``--no-train``)."""
     directory = tmp_path_factory.mktemp("study") / "quick"
-    code = main(["run", str(directory), "--quick", "--lmax-h", *map(str, LMAX_H), "--lmax-o", str(LMAX_O),
-                 "--jobs", "2", "--train-data", str(FIXTURE), "--test-data", str(FIXTURE)])
-    assert code == 0
+    grid = ["--quick", "--lmax-h", *map(str, LMAX_H), "--lmax-o", str(LMAX_O), "--train-data", str(FIXTURE),
+            "--test-data", str(FIXTURE)]
+    assert main(["run", str(directory), *grid, "--jobs", "2", "--no-eval"]) == 0
+    assert len(list(directory.glob("runs/*/train.json"))) == 4
+    assert not list(directory.glob("runs/*/eval.json")) and not (directory / "summary.csv").exists()
+    assert main(["run", str(directory), *grid, "--no-train"]) == 0
     return directory
 
 

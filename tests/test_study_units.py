@@ -115,3 +115,10 @@ def test_grid_larger_than_pool_is_refused(tmp_path, capsys):
     code = main(["run", str(tmp_path / "s"), "--quick", "--sizes", "11", "--train-data", str(FIXTURE),
                  "--test-data", str(FIXTURE)])
     assert code == 1 and "too few for n_train = 11" in capsys.readouterr().err
+
+
+def test_neither_training_nor_evaluation_is_refused(tmp_path, capsys):
+    code = main(["run", str(tmp_path / "s"), "--quick", "--no-train", "--no-eval", "--train-data", str(FIXTURE),
+                 "--test-data", str(FIXTURE)])
+    assert code == 1 and "nothing to do" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (default 1)")
     run.add_argument("--no-train", action="store_true",
                      help="train nothing: evaluate and report the runs trained before (e.g. by a time-limited session)")
+    run.add_argument("--no-eval", action="store_true",
+                     help="train only, every size at once with --jobs workers (e.g. on a GPU machine); "
+                          "evaluate later with --no-train")
     defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
     for name, (kind, text) in SETTING_FLAGS.items():
         default = f"default {defaults[name]}; " if name in defaults else ""
@@ -83,12 +86,14 @@ def main(argv=None) -> int:
         pick = {key: grid[key] if getattr(args, key) is None else getattr(args, key)
                 for key in ("lmax_h", "lmax_o", "sizes", "repeats")}
         runs = grid_runs(pick["lmax_h"], pick["lmax_o"], pick["sizes"], pick["repeats"], seed=args.seed)
-        done = run_study(args.study_dir, _settings(args), runs, jobs=args.jobs, train_missing=not args.no_train)
+        done = run_study(args.study_dir, _settings(args), runs, jobs=args.jobs, train_missing=not args.no_train,
+                         evaluate_new=not args.no_eval)
     except (StudyError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(done['trained'])} run(s) trained, {len(done['evaluated'])} evaluated; "
-          f"results in {args.study_dir}/summary.csv, slopes.md, plots/")
+    where = ("evaluate them with --no-train" if args.no_eval
+             else f"results in {args.study_dir}/summary.csv, slopes.md, plots/")
+    print(f"{len(done['trained'])} run(s) trained, {len(done['evaluated'])} evaluated; {where}")
     return 0
 
 

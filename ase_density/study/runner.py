@@ -54,9 +54,11 @@ def _train_group(study_dir: Path, settings: Settings, group: Sequence[Run], jobs
 
 
 def run_study(study_dir: Path, settings: Settings, runs: Sequence[Run], jobs: int = 1, train_missing: bool = True,
-              template: Path = TEMPLATE) -> Dict[str, List]:
+              evaluate_new: bool = True, template: Path = TEMPLATE) -> Dict[str, List]:
     """Train, evaluate and report every run of ``runs`` that has not been done before
-    (``train_missing=False``: evaluate and report only the runs trained before).
+    (``train_missing=False``: evaluate and report only the runs trained before;
+    ``evaluate_new=False``: train only, all sizes in one pool of ``jobs`` workers, e.g. on a GPU
+    machine, and evaluate later elsewhere).
 
     Returns {"trained": runs trained now, "evaluated": runs evaluated now, "failed": error
     messages}; raises :class:`StudyError` after the report if any run failed (rerun to retry)."""
@@ -65,12 +67,17 @@ def run_study(study_dir: Path, settings: Settings, runs: Sequence[Run], jobs: in
         raise StudyError("the grid is empty")
     if jobs < 1:
         raise StudyError(f"`jobs` must be >= 1, got {jobs}")
+    if not (train_missing or evaluate_new):
+        raise StudyError("nothing to do: neither training nor evaluation asked for")
     settings = load_or_freeze_settings(study_dir, settings)
     check_data(settings, runs)
     freeze_template(study_dir, template)
     done: Dict[str, List] = {"trained": [], "evaluated": [], "failed": []}
+    # size by size, so that evaluated results arrive early; train-only: one pool for all sizes
+    groups = (itertools.groupby(sorted(runs, key=lambda r: r.n_train), key=lambda r: r.n_train) if evaluate_new
+              else [(max(run.n_train for run in runs), runs)])
     with tqdm(total=len(runs), desc="study runs", unit="run") as bar:
-        for n_train, group in itertools.groupby(sorted(runs, key=lambda r: r.n_train), key=lambda r: r.n_train):
+        for n_train, group in groups:
             bar.set_postfix(n_train=n_train)
             group = list(group)
             if train_missing:
@@ -79,11 +86,11 @@ def run_study(study_dir: Path, settings: Settings, runs: Sequence[Run], jobs: in
                 done["failed"] += outcome["failed"]
             else:
                 bar.update(len(group))
-            new = [run for run in runs if run.n_train == n_train and is_trained(study_dir, run)
-                   and not is_evaluated(run_dir(study_dir, run))]
-            evaluate(new, [run_dir(study_dir, run) for run in new], settings.test_data, settings.grid_level)
-            done["evaluated"] += new
-            report(study_dir)
+            if evaluate_new:
+                new = [run for run in group if is_trained(study_dir, run) and not is_evaluated(run_dir(study_dir, run))]
+                evaluate(new, [run_dir(study_dir, run) for run in new], settings.test_data, settings.grid_level)
+                done["evaluated"] += new
+                report(study_dir)
     if done["failed"]:
         raise StudyError(f"{len(done['failed'])} run(s) failed (rerun the same command to retry):\n\n"
                          + "\n\n".join(done["failed"]))
