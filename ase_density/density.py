@@ -125,28 +125,45 @@ def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
     return out
 
 
-def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
-                  density_matrix=None, orbital_basis=None, grid_level: int = 3) -> float:
-    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on a PySCF grid. The reference is either
-    fitted coefficients (``reference_coefficients``) or a full AO ``density_matrix`` in
-    ``orbital_basis`` (PySCF basis name)."""
-    if (reference_coefficients is None) == (density_matrix is None):
-        raise ValueError("give exactly one reference: reference_coefficients or density_matrix")
-    coords, weights = integration_grid(atoms, grid_level)
-    auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
-    rho = _evaluate(auxmol, flat, coords)
-    if reference_coefficients is not None:
-        _, ref_flat = pyscf_coefficients(atoms, reference_coefficients, basis)
-        rho_ref = _evaluate(auxmol, ref_flat, coords)
-    else:
+def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
+                   density_matrix=None, orbital_basis=None, grid_level: int = 3) -> dict:
+    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on one PySCF grid, against each reference
+    given: ``{"fit": ...}`` for fitted coefficients (``reference_coefficients``), ``{"full": ...}``
+    for a full AO ``density_matrix`` in ``orbital_basis`` (PySCF basis name), or both (the grid and
+    the predicted density are built once)."""
+    if reference_coefficients is None and density_matrix is None:
+        raise ValueError("give a reference: reference_coefficients and/or density_matrix")
+    if density_matrix is not None:
         if orbital_basis is None:
             raise ValueError("a density_matrix reference needs its orbital_basis")
         mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), orbital_basis)
         if density_matrix.shape != (mol.nao, mol.nao):
             raise ValueError(f"density matrix of shape {density_matrix.shape} does not match {mol.nao} "
                              f"AOs of {orbital_basis!r}")
-        rho_ref = full_density_on_grid(mol, density_matrix, coords)
-    return float(100.0 * np.sum(weights * np.abs(rho - rho_ref)) / np.sum(weights * rho_ref))
+    coords, weights = integration_grid(atoms, grid_level)
+    auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
+    columns = [flat]
+    if reference_coefficients is not None:
+        columns.append(pyscf_coefficients(atoms, reference_coefficients, basis)[1])
+    values = _evaluate(auxmol, np.stack(columns, axis=1), coords)  # one pass over the aux functions
+    rho, references = values[:, 0], {}
+    if reference_coefficients is not None:
+        references["fit"] = values[:, 1]
+    if density_matrix is not None:
+        references["full"] = full_density_on_grid(mol, density_matrix, coords)
+    return {name: float(100.0 * np.sum(weights * np.abs(rho - ref)) / np.sum(weights * ref))
+            for name, ref in references.items()}
+
+
+def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
+                  density_matrix=None, orbital_basis=None, grid_level: int = 3) -> float:
+    """eps_rho (%) against exactly one reference: fitted coefficients (``reference_coefficients``)
+    or a full AO ``density_matrix`` in ``orbital_basis`` (see :func:`density_errors`)."""
+    if (reference_coefficients is None) == (density_matrix is None):
+        raise ValueError("give exactly one reference: reference_coefficients or density_matrix")
+    errors = density_errors(atoms, coefficients, basis, reference_coefficients, density_matrix, orbital_basis,
+                            grid_level)
+    return next(iter(errors.values()))
 
 
 def density_error_by_l(atoms, predictions, reference_coefficients, basis: AuxBasis, grid_level: int = 3) -> np.ndarray:

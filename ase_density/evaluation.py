@@ -39,18 +39,15 @@ def evaluate_structure(atoms, result, basis, density_matrix=None, orbital_basis=
     docstring. ``density_matrix`` (AO, in ``orbital_basis``) adds eps against the full density."""
     ref = atoms.arrays["density_coefficients"]
     pred = result["density_coefficients"]
-    eps_fit = density.density_error(atoms, pred, basis, reference_coefficients=ref, grid_level=grid_level)
-    eps_full = None
-    if density_matrix is not None:
-        eps_full = density.density_error(atoms, pred, basis, density_matrix=density_matrix,
-                                         orbital_basis=orbital_basis, grid_level=grid_level)
+    eps = density.density_errors(atoms, pred, basis, reference_coefficients=ref, density_matrix=density_matrix,
+                                 orbital_basis=orbital_basis, grid_level=grid_level)
     mu_pred = result["dipole"] / Debye
     mu_fit = density.dipole_moment(atoms, ref, basis, unit="debye")
     dq = result["charges"] - density.atomic_charges(atoms, ref, basis)
     n_true = float(atoms.get_atomic_numbers().sum())
     floor = atoms.info.get("fit_error")
     return {
-        "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps_fit, "eps_full": eps_full,
+        "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps["fit"], "eps_full": eps.get("full"),
         "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
         "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
         "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - mu_fit)),

@@ -13,13 +13,12 @@ above that ``water_droplet`` (liquid-density lattice droplets, built in seconds)
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 
 import numpy as np
+
+from common import run_child, write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -65,14 +64,6 @@ def build_cluster(n_waters: int, seed: int = 2026, max_sampler_waters: int = 20)
     return water_droplet(n_waters, seed=[seed, n_waters]), "water_droplet"
 
 
-def _run(kind, n, args):
-    out = subprocess.run([sys.executable, "-c", _CHILD, kind, str(n), args.model, args.device, str(args.threads), HERE],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{kind} at {n} waters failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def scaling_exponent(atoms, seconds, min_atoms: int = 30):
     """Slope of log(time) against log(n_atoms) over sizes with at least ``min_atoms`` atoms
     (fewer than two such sizes: all sizes); None with fewer than two points."""
@@ -98,9 +89,9 @@ def main(argv=None):
     rows = []
     print(f"{'waters':>6} {'atoms':>6} {'forward ms':>11} {'calc ms':>9} {'peak MB':>8} {'DFT s':>9} {'speed-up':>9}")
     for n in args.sizes:
-        row = _run("model", n, args)
+        row = run_child(_CHILD, "model", n, args.model, args.device, args.threads, HERE)
         if n <= args.max_dft_waters:
-            row.update(_run("dft", n, args))
+            row.update(run_child(_CHILD, "dft", n, args.model, args.device, args.threads, HERE))
             row["speedup"] = row["dft_s"] / row["forward_s"]
         rows.append(row)
         dft = f"{row['dft_s']:>9.1f} {row['speedup']:>9.0f}" if "dft_s" in row else f"{'-':>9} {'-':>9}"
@@ -111,13 +102,9 @@ def main(argv=None):
                  "dft": scaling_exponent([r["atoms"] for r in with_dft], [r["dft_s"] for r in with_dft], min_atoms=9)}
     fmt = {k: "n/a" if v is None else f"{v:.2f}" for k, v in exponents.items()}
     print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']}, PySCF reference {fmt['dft']}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
-                               "platform": platform.platform()},
-                   "model": os.path.abspath(args.model), "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
-                   "scaling_exponents": exponents, "rows": rows}, fh, indent=1)
-    print(f"written {args.output}")
+    write_results(args.output, args.threads, {
+        "model": os.path.abspath(args.model), "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
+        "scaling_exponents": exponents, "rows": rows}, device=args.device)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ conventional vs density-fitted (RI-JK) SCF. Each measurement runs in a fresh pro
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
-import sys
+
+from common import run_child, write_results
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -40,18 +38,12 @@ def main(argv=None):
     print(f"{'waters':>6} {'SCF':>5} {'wall s':>9} {'SCF s':>9} {'fit s':>7} {'cycles':>6} {'peak GB':>8}")
     for n in args.sizes:
         for density_fit in (False, True):
-            out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(int(density_fit)), str(args.threads)],
-                                 capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row = run_child(_CHILD, n, int(density_fit), args.threads)
             rows.append(row)
             print(f"{n:>6} {'RI' if density_fit else 'conv':>5} {row['wall_s']:>9.1f} {row['scf_s']:>9.1f} "
                   f"{row['fit_s']:>7.2f} {row['scf_cycles']:>6} {row['peak_rss_gb']:>8.2f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
-                   "level_of_theory": "PBE0/def2-SVP, grid level 3, aux def2-universal-jfit-decontract",
-                   "rows": rows}, fh, indent=1)
-    print(f"written {args.output}")
+    write_results(args.output, args.threads, {
+        "level_of_theory": "PBE0/def2-SVP, grid level 3, aux def2-universal-jfit-decontract", "rows": rows})
 
 
 if __name__ == "__main__":

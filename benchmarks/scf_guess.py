@@ -13,12 +13,12 @@ building the guess.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 
 import numpy as np
+
+from common import write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,13 +97,9 @@ def main(argv=None):
         print(f"{g:<8} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % fewer)  "
               f"wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less, guess "
               f"{s['mean_guess_s']:.2f} s each)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump({"machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
-                   "data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
-                   "level_of_theory": settings.as_dict(), "pure_xc": args.pure_xc, "summary": summary,
-                   "rows": rows}, fh, indent=1)
-    print(f"written {args.output}")
+    write_results(args.output, args.threads, {
+        "data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
+        "level_of_theory": settings.as_dict(), "pure_xc": args.pure_xc, "summary": summary, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ properties, HDF5 writes; not the model load or the final products).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
-import sys
 from pathlib import Path
+
+from common import run_child, write_results
 
 _CHILD = r"""
 import json, resource, sys, tempfile, time, os
@@ -74,20 +72,15 @@ def main(argv=None):
     rows = []
     for n in args.sizes:
         for frames in args.frames:
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(frames), str(args.batch_size),
-                                   str(args.threads), model], capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{n:>6} {frames:>7} FAILED: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+            try:
+                row = run_child(_CHILD, n, frames, args.batch_size, args.threads, model)
+            except RuntimeError as exc:
+                print(f"{n:>6} {frames:>7} FAILED: {str(exc).strip().splitlines()[-1]}")
                 continue
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{n:>6} {frames:>7} {row['frames_per_s']:>9.2f} {row['loop_s']:>8.1f} {row['model_load_s']:>7.1f} "
                   f"{row['peak_rss_gb']:>8.2f} {row['output_mb']:>8.2f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump({"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-                   "model": model, "rows": rows}, fh, indent=1)
-    print(f"wrote {args.output}")
+    write_results(args.output, args.threads, {"model": model, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,16 @@ def test_density_error(water, water_reference, aux_basis):
         density.density_error(water, c, aux_basis)
     with pytest.raises(ValueError, match="AOs"):
         density.density_error(water, c, aux_basis, density_matrix=np.eye(3), orbital_basis="def2-SVP")
+    # both references on one grid: the same numbers as one at a time
+    both = density.density_errors(water, scaled, aux_basis, reference_coefficients=c,
+                                  density_matrix=water_reference.density_matrix, orbital_basis="def2-SVP")
+    assert both["fit"] == pytest.approx(1.0, abs=1e-6)
+    assert both["full"] == pytest.approx(density.density_error(
+        water, scaled, aux_basis, density_matrix=water_reference.density_matrix, orbital_basis="def2-SVP"), rel=1e-12)
+    with pytest.raises(ValueError, match="give a reference"):
+        density.density_errors(water, c, aux_basis)
+    with pytest.raises(ValueError, match="orbital_basis"):
+        density.density_errors(water, c, aux_basis, density_matrix=water_reference.density_matrix)
 
 
 def test_cube_round_trip(tmp_path, water, water_reference, aux_basis):
