@@ -33,13 +33,29 @@ def pyscf_coefficients(atoms, coefficients, basis: AuxBasis):
     return basis.aux_mole(symbols, atoms.get_positions()), basis.e3nn_to_pyscf(symbols, coefficients)
 
 
+def _screened_blocks(mol, coords_bohr):
+    """Yield (rows, AO values, shell mask) over blocks of ``coords_bohr``, evaluating only the shells
+    of PySCF ``mol`` that do not vanish on each sub-block of points (PySCF's screening; effective
+    on spatially sorted points, as PySCF grids are)."""
+    from pyscf.dft import gen_grid
+
+    block = max(1, int(_BLOCK_BYTES / (8 * max(mol.nao, 1))) // gen_grid.BLKSIZE) * gen_grid.BLKSIZE
+    for i in range(0, len(coords_bohr), block):
+        points = np.ascontiguousarray(coords_bohr[i:i + block])
+        mask = gen_grid.make_mask(mol, points)
+        yield slice(i, i + len(points)), mol.eval_gto("GTOval_sph", points, non0tab=mask), mask
+
+
 def _evaluate(auxmol, flat, coords_bohr) -> np.ndarray:
     """Densities at ``coords_bohr``: shape (n,) for flat coefficients (nao,), (n, k) for k columns (nao, k)."""
-    block = max(256, int(_BLOCK_BYTES / (8 * max(auxmol.nao, 1))))
-    out = np.empty((len(coords_bohr),) + np.shape(flat)[1:])
-    for i in range(0, len(coords_bohr), block):
-        out[i:i + block] = auxmol.eval_gto("GTOval_sph", coords_bohr[i:i + block]) @ flat
-    return out
+    from pyscf.dft import numint
+
+    columns = np.asarray(flat, dtype=float).reshape(len(flat), -1)
+    out = np.empty((len(coords_bohr), columns.shape[1]))
+    shells, ao_loc = (0, auxmol.nbas), auxmol.ao_loc_nr()
+    for rows, ao, mask in _screened_blocks(auxmol, coords_bohr):
+        out[rows] = numint._dot_ao_dm(auxmol, ao, columns, mask, shells, ao_loc)
+    return out.reshape((len(coords_bohr),) + np.shape(flat)[1:])
 
 
 def density_on_points(atoms, coefficients, basis: AuxBasis, points) -> np.ndarray:
@@ -114,14 +130,20 @@ def integration_grid(atoms, level: int = 3):
 
 
 def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
-    """Density (e/Bohr^3) of an AO density matrix of PySCF ``mol`` at ``coords_bohr``, blocked."""
+    """Density (e/Bohr^3) of an AO density matrix of PySCF ``mol`` at ``coords_bohr``, blocked.
+
+    Uses D = sum_k w_k u_k u_k^T (eigenvectors of the symmetrised D, negligible w_k dropped), so
+    rho = sum_k w_k (phi . u_k)^2 costs a matrix product with rank(D) (the occupied orbitals'
+    count for an SCF density) columns instead of n_AO."""
     from pyscf.dft import numint
 
-    block = max(256, int(_BLOCK_BYTES / (8 * mol.nao)))
+    weights, vectors = np.linalg.eigh(0.5 * (density_matrix + density_matrix.T))
+    keep = np.abs(weights) > 1e-13 * np.abs(weights).max()
+    weights, vectors = weights[keep], np.ascontiguousarray(vectors[:, keep])
+    shells, ao_loc = (0, mol.nbas), mol.ao_loc_nr()
     out = np.empty(len(coords_bohr))
-    for i in range(0, len(coords_bohr), block):
-        ao = mol.eval_gto("GTOval_sph", coords_bohr[i:i + block])
-        out[i:i + block] = numint.eval_rho(mol, ao, density_matrix)
+    for rows, ao, mask in _screened_blocks(mol, coords_bohr):
+        out[rows] = numint._dot_ao_dm(mol, ao, vectors, mask, shells, ao_loc) ** 2 @ weights
     return out
 
 

@@ -3,13 +3,13 @@
 #   1. the default model (examples/train_default.sh's training step) -> outputs/default, and a wider
 #      candidate (32 features) -> outputs/default_f32; each stopped after TRAIN_MINUTES at the latest;
 #   2. the default architecture's learning curve (examples/learning_curve.sh) -> results/learning_curve;
-#   3. the lmax_h x lmax_o study at its largest training size (20 runs, first seed) -> results/hierarchy.
+#   3. the lmax_h x lmax_o study (first seed), largest training sets first -> results/hierarchy.
 # Study runs cut off by the limit leave no train.json and are retrained by a later call.
 # Nothing is evaluated here (DFT grids are CPU work). Afterwards, on the CPU machine:
 #   SKIP_TRAIN=1 bash examples/train_default.sh          # package, evaluate, card
 #   bash examples/learning_curve.sh --no-train           # evaluate and report
 #   python -m ase_density.study run results/hierarchy --train-data data/train_pool.h5 \
-#       --test-data data/test.h5 --sizes 256 --repeats 1 --no-train
+#       --test-data data/test.h5 --sizes 8 16 32 64 128 256 --repeats 1 --no-train
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-510}                       # s, for everything
@@ -24,9 +24,10 @@ RUN=$PWD/outputs/default_f32 TRAIN_ONLY=1 timeout "$LIMIT" bash examples/train_d
     training_module.model.num_features=32 > outputs/default_f32.out 2>&1 &
 timeout "$LIMIT" bash examples/learning_curve.sh --jobs 5 --no-eval > outputs/learning_curve.out 2>&1 &
 timeout "$LIMIT" python -m ase_density.study run results/hierarchy --train-data data/train_pool.h5 \
-    --test-data data/test.h5 --sizes "${HIERARCHY_SIZE:-256}" --repeats 1 --jobs "${HIERARCHY_JOBS:-8}" --no-eval \
+    --test-data data/test.h5 --sizes ${HIERARCHY_SIZES:-8 16 32 64 128 256} --repeats 1 --jobs "${HIERARCHY_JOBS:-6}" --no-eval \
     > outputs/hierarchy.out 2>&1 &
 wait
+pkill -TERM -f nequip-train && sleep 5  # trainings the limit cut off (timeout signals only their parents)
 echo "wall time: $((SECONDS - start)) s; study runs finished:" \
      "$(ls results/learning_curve/runs/*/train.json 2>/dev/null | wc -l) learning curve," \
      "$(ls results/hierarchy/runs/*/train.json 2>/dev/null | wc -l) hierarchy"

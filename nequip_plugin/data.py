@@ -115,13 +115,13 @@ class CoefficientStatisticsManager(DataStatisticsManager):
 
     def forward(self, data: AtomicDataDict.Type):
         super().forward(data)
-        x = data[COEFFICIENTS_KEY].to(torch.float64)
+        x = data[COEFFICIENTS_KEY].detach().to("cpu", torch.float64)  # accumulated on the CPU, wherever the batch is
         if self._count is None:
             shape = (len(self.type_names), x.shape[1])
             self._count = torch.zeros(shape, dtype=torch.long)
             self._sum = torch.zeros(shape, dtype=torch.float64)
             self._sum_squares = torch.zeros(shape, dtype=torch.float64)
-        types = data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
+        types = data[AtomicDataDict.ATOM_TYPE_KEY].view(-1).cpu()
         for t in range(len(self.type_names)):
             xt = x[types == t]
             self._count[t] += (~torch.isnan(xt)).sum(0)
