@@ -24,7 +24,7 @@ RUN=$PWD/outputs/default_f32 TRAIN_ONLY=1 timeout "$LIMIT" bash examples/train_d
     training_module.model.num_features=32 > outputs/default_f32.out 2>&1 &
 timeout "$LIMIT" bash examples/learning_curve.sh --jobs 5 --no-eval > outputs/learning_curve.out 2>&1 &
 timeout "$LIMIT" python -m ase_density.study run results/hierarchy --train-data data/train_pool.h5 \
-    --test-data data/test.h5 --sizes ${HIERARCHY_SIZES:-8 16 32 64 128 256} --repeats 1 --jobs "${HIERARCHY_JOBS:-6}" --no-eval \
+    --test-data data/test.h5 --sizes ${HIERARCHY_SIZES:-8 16 32 64 128 256} --repeats 1 --grid-level 2 --jobs "${HIERARCHY_JOBS:-6}" --no-eval \
     > outputs/hierarchy.out 2>&1 &
 wait
 pkill -TERM -f nequip-train && sleep 5  # trainings the limit cut off (timeout signals only their parents)

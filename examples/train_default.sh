@@ -6,6 +6,8 @@
 # Rerunning after an interruption resumes training from the run's last checkpoint.
 #   TRAIN_ONLY=1  stop after training (e.g. on a GPU machine: examples/gpu_session.sh)
 #   SKIP_TRAIN=1  package, evaluate and document the run trained before (e.g. copied back from the GPU machine)
+#   DATA=file.h5  another training file (default data/train_pool.h5)
+#   EVAL_SETS="test transfer"  the data/<set>.h5 files evaluated for the card
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${RUN:-$ROOT/outputs/default}
@@ -16,15 +18,17 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     mkdir -p "$RUN"
     accelerator=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
     echo "bash examples/train_default.sh $* (on ${accelerator:-CPU}, $(nproc --all) cores)" > "$RUN/train_command.txt"
-    nequip-train -cp "$ROOT/examples" -cn train_water data_file="$ROOT/data/train_pool.h5" hydra.run.dir="$RUN" \
+    nequip-train -cp "$ROOT/examples" -cn train_water data_file="${DATA:-$ROOT/data/train_pool.h5}" hydra.run.dir="$RUN" \
         "${resume[@]}" "$@"
 fi
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 mkdir -p ase_density/models
 nequip-package build "$RUN/best.ckpt" ase_density/models/default.nequip.zip
-for set in test transfer; do
+reports=()
+for set in ${EVAL_SETS:-test transfer}; do
     ase-density evaluate --model ase_density/models/default.nequip.zip "data/$set.h5" --json "$RUN/${set}_eval.json"
+    reports+=("$RUN/${set}_eval.json")
 done
 python examples/make_model_card.py --run "$RUN" --model ase_density/models/default.nequip.zip \
-    --train-data data/train_pool.h5 --eval "$RUN/test_eval.json" "$RUN/transfer_eval.json" \
+    --train-data "${DATA:-data/train_pool.h5}" --eval "${reports[@]}" \
     --command "$(cat "$RUN/train_command.txt")" -o ase_density/models/default.json
