@@ -99,9 +99,12 @@ def main(argv=None):
               f"{row['peak_rss_mb']:>8.0f} {dft}", flush=True)
     with_dft = [r for r in rows if "dft_s" in r]
     exponents = {"forward": scaling_exponent([r["atoms"] for r in rows], [r["forward_s"] for r in rows]),
+                 "forward_100_atoms_up": scaling_exponent([r["atoms"] for r in rows], [r["forward_s"] for r in rows],
+                                                          min_atoms=100),
                  "dft": scaling_exponent([r["atoms"] for r in with_dft], [r["dft_s"] for r in with_dft], min_atoms=9)}
     fmt = {k: "n/a" if v is None else f"{v:.2f}" for k, v in exponents.items()}
-    print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']}, PySCF reference {fmt['dft']}")
+    print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']} (from 100 atoms: "
+          f"{fmt['forward_100_atoms_up']}), PySCF reference {fmt['dft']}")
     write_results(args.output, args.threads, {
         "model": os.path.abspath(args.model), "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
         "scaling_exponents": exponents, "rows": rows}, device=args.device)
