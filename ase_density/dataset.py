@@ -123,9 +123,64 @@ def _n_complete(f) -> int:
 
 class LockedH5Writer:
     """Base of the project's appending writers: an open HDF5 file ``f`` and the
-    :class:`WriterLock` ``_lock``; ``close()`` (or leaving the ``with`` block) closes and releases both."""
+    :class:`WriterLock` ``_lock``; ``close()`` (or leaving the ``with`` block) closes and releases both.
+    Subclasses give ``_check_compatible(meta)``, ``_repair()`` and ``_create(meta)``."""
 
     f = None
+
+    def _read(self):
+        """``self.path`` opened read-only (SWMR), refusing files that are not of this writer's kind."""
+        return open_for_reading(self.path)
+
+    def _complete_rows(self, f) -> dict:
+        """{group: rows of its datasets that complete records occupy} in the open file ``f``."""
+        raise NotImplementedError
+
+    def _repair(self):
+        """Drop the rows of records a killed writer left unfinished. A writer killed in SWMR mode
+        leaves the file flagged open: then the complete records are copied into a fresh file that
+        atomically replaces the old one."""
+        try:
+            with h5py.File(self.path, "a", libver="latest") as f:
+                for group, n in self._complete_rows(f).items():
+                    for ds in f[group].values():
+                        if ds.shape[0] != n:
+                            ds.resize((n, *ds.shape[1:]))
+            return
+        except OSError:
+            pass
+        tmp = self.path + ".repair"
+        with self._read() as old, h5py.File(tmp, "w", libver="latest") as new:
+            new.attrs.update(dict(old.attrs))
+            for group, n in self._complete_rows(old).items():
+                for name, ds in old[group].items():
+                    fill = {} if ds.dtype.kind == "S" else {"fillvalue": ds.fillvalue}  # a 64 kB fill overflows the header
+                    new.create_dataset(f"{group}/{name}", data=ds[:n], maxshape=(None, *ds.shape[1:]),
+                                       chunks=ds.chunks, **fill)
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _append(ds, values) -> int:
+        """Append rows ``values`` to the resizable dataset ``ds``; returns the first new row."""
+        n = ds.shape[0]
+        ds.resize((n + len(values), *ds.shape[1:]))
+        ds[n:] = values
+        return n
+
+    def _open(self, meta: dict) -> None:
+        """Under the held lock: reopen ``self.path`` (after refusing other ``meta`` and repairing
+        what a killed writer left) or create it; then SWMR mode. Releases the lock on failure."""
+        try:
+            if os.path.exists(self.path):
+                self._check_compatible(meta)
+                self._repair()
+                self.f = h5py.File(self.path, "a", libver="latest")
+            else:
+                self.f = self._create(meta)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.f.swmr_mode = True
 
     def close(self):
         if getattr(self, "f", None) is not None:
@@ -148,23 +203,12 @@ class ReferenceWriter(LockedH5Writer):
         self.path = os.fspath(path)
         self.basis = basis
         self._lock = WriterLock(self.path)
-        meta = {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()}
-        try:
-            if os.path.exists(self.path):
-                self._check_compatible(meta)
-                self._repair_if_needed()
-                self.f = h5py.File(self.path, "a", libver="latest")
-            else:
-                self.f = self._create(self.path, meta)
-        except BaseException:
-            self._lock.release()
-            raise
-        self.f.swmr_mode = True
+        self._open({"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()})
         self._done = {k.decode() for k in self.f["structures/key"][:_n_complete(self.f)]}
         self._failed = {k.decode() for k in self.f["failures/key"][()] if k}
 
-    def _create(self, path, meta):
-        f = h5py.File(path, "w", libver="latest")
+    def _create(self, meta):
+        f = h5py.File(self.path, "w", libver="latest")
         f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, layout="e3nn", padding="NaN",
                        width=self.basis.width, metric="coulomb", constraint="exact electron count",
                        units=json.dumps(UNITS), versions=json.dumps(_versions()), **meta)
@@ -184,37 +228,22 @@ class ReferenceWriter(LockedH5Writer):
         return f
 
     def _check_compatible(self, meta):
-        with open_for_reading(self.path) as f:
+        with self._read() as f:
             for name, value in meta.items():
                 if f.attrs.get(name) != value:
                     raise DatasetError(f"{self.path}: made with other {name} than requested; refusing to append.\n"
                                        f"  file:      {f.attrs.get(name)}\n  requested: {value}")
 
-    def _repair_if_needed(self):
-        """A writer killed in SWMR mode leaves the file flagged open; copy its complete records
-        into a fresh file (atomically replacing the old one)."""
-        try:
-            h5py.File(self.path, "a", libver="latest").close()
-            return
-        except OSError:
-            pass
-        tmp = self.path + ".repair"
-        with open_for_reading(self.path) as old, h5py.File(tmp, "w", libver="latest") as new:
-            new.attrs.update(dict(old.attrs))
-            n = _n_complete(old)
-            n_atoms = int(old["structures/atom_start"][n - 1] + old["structures/n_atoms"][n - 1]) if n else 0
-            dm_end = 0
-            if n:
-                starts, naos = old["structures/dm_start"][:n], old["structures/nao"][:n]
-                has = starts >= 0
-                dm_end = int(np.max(starts[has] + naos[has] * (naos[has] + 1) // 2)) if has.any() else 0
-            n_fail = int(np.sum(old["failures/key"][()] != b""))
-            limits = {"atoms": n_atoms, "structures": n, "density_matrix": dm_end, "failures": n_fail}
-            for group, limit in limits.items():
-                for name, ds in old[group].items():
-                    new.create_dataset(f"{group}/{name}", data=ds[:limit], maxshape=(None, *ds.shape[1:]),
-                                       chunks=ds.chunks, fillvalue=ds.fillvalue)
-        os.replace(tmp, self.path)
+    def _complete_rows(self, f) -> dict:
+        n = _n_complete(f)
+        n_atoms = int(f["structures/atom_start"][n - 1] + f["structures/n_atoms"][n - 1]) if n else 0
+        dm_end = 0
+        if n:
+            starts, naos = f["structures/dm_start"][:n], f["structures/nao"][:n]
+            has = starts >= 0
+            dm_end = int(np.max(starts[has] + naos[has] * (naos[has] + 1) // 2)) if has.any() else 0
+        n_fail = int(np.sum(f["failures/key"][()] != b""))
+        return {"atoms": n_atoms, "structures": n, "density_matrix": dm_end, "failures": n_fail}
 
     @property
     def done(self) -> set:
@@ -224,13 +253,6 @@ class ReferenceWriter(LockedH5Writer):
     @property
     def failed(self) -> set:
         return set(self._failed)
-
-    @staticmethod
-    def _append(ds, values):
-        n = ds.shape[0]
-        ds.resize((n + len(values), *ds.shape[1:]))
-        ds[n:] = values
-        return n
 
     def write(self, key: str, atoms: Atoms, result):
         """Store one labelled structure (``result``: a ``ReferenceResult``) and flush it."""

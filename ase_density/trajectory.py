@@ -245,25 +245,15 @@ class AnalysisWriter(LockedH5Writer):
     def __init__(self, path, settings: dict, basis, save_coefficients: bool):
         self.path = os.fspath(path)
         self._lock = WriterLock(self.path, TrajectoryError)
+        self.width = basis.width
         self.fields = _fields(basis.width, save_coefficients)
-        meta = {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()}
-        try:
-            if os.path.exists(self.path):
-                self._check_compatible(meta)
-                self._repair()
-                self.f = h5py.File(self.path, "a", libver="latest")
-            else:
-                self.f = self._create(meta, basis.width)
-        except BaseException:
-            self._lock.release()
-            raise
-        self.f.swmr_mode = True
+        self._open({"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()})
         self.n_done = _n_complete(self.f)
 
-    def _create(self, meta, width):
+    def _create(self, meta):
         f = h5py.File(self.path, "w", libver="latest")
         f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, units=json.dumps(UNITS), layout="e3nn",
-                       padding="NaN", width=width, **meta)
+                       padding="NaN", width=self.width, **meta)
         for group, fields in self.fields.items():
             for name, (shape, dtype, fill) in fields.items():
                 rows = 64 if name == "coefficients" else 1024
@@ -275,7 +265,7 @@ class AnalysisWriter(LockedH5Writer):
         return f
 
     def _check_compatible(self, meta):
-        with _open_read(self.path) as f:
+        with self._read() as f:
             for name, value in meta.items():
                 found = f.attrs.get(name)
                 if found != value:
@@ -287,37 +277,11 @@ class AnalysisWriter(LockedH5Writer):
                     raise TrajectoryError(f"{self.path}: made by an analysis with other {name}; refusing to resume it "
                                           f"(delete it, pass --overwrite, or choose another output).{detail}")
 
-    def _repair(self):
-        """Drop rows of an unfinished batch; a writer killed in SWMR mode leaves the file flagged
-        open, then the complete frames are copied into a fresh file."""
-        try:
-            with h5py.File(self.path, "a", libver="latest") as f:
-                lengths = _lengths(f, _n_complete(f))
-                for group, n in lengths.items():
-                    for ds in f[group].values():
-                        if ds.shape[0] != n:
-                            ds.resize((n, *ds.shape[1:]))
-            return
-        except OSError:
-            pass
-        tmp = self.path + ".repair"
-        with _open_read(self.path) as old, h5py.File(tmp, "w", libver="latest") as new:
-            new.attrs.update(dict(old.attrs))
-            lengths = _lengths(old, _n_complete(old))
-            for group in ("frames", "atoms", "waters", "analysis"):
-                for name, ds in old[group].items():
-                    n = lengths.get(group, 0)  # analysis products are recomputed at the end
-                    fill = {} if ds.dtype.kind == "S" else {"fillvalue": ds.fillvalue}  # a 64 kB fill overflows the header
-                    new.create_dataset(f"{group}/{name}", data=ds[:n], maxshape=(None, *ds.shape[1:]),
-                                       chunks=ds.chunks, **fill)
-        os.replace(tmp, self.path)
+    def _read(self):
+        return _open_read(self.path)
 
-    @staticmethod
-    def _append(ds, values):
-        n = ds.shape[0]
-        ds.resize((n + len(values), *ds.shape[1:]))
-        ds[n:] = values
-        return n
+    def _complete_rows(self, f) -> dict:
+        return {**_lengths(f, _n_complete(f)), "analysis": 0}  # analysis products are recomputed at the end
 
     def write_batch(self, records: list):
         """Append a batch of (trajectory index, atoms, time, properties) and flush it."""

@@ -5,9 +5,11 @@ relaxing 100 waters takes minutes and does not change the cost), written to a te
 
     python benchmarks/trajectory.py [--sizes 20 100] [--frames 64] [--batch-size 16] [--threads 2]
                                     [--model M] [-o benchmarks/results/trajectory.json]
+    python benchmarks/trajectory.py --runs 20x1000 20x10000 100x200   # the README's table
 
 ``--frames 200 2000`` measures each size at two lengths: peak memory should not grow with the
-number of frames. Frames/s counts the analysis loop only (reading, prediction, per-frame
+number of frames. ``--runs WATERSxFRAMES ...`` picks the (size, length) pairs instead of all
+combinations of ``--sizes`` and ``--frames``. Frames/s counts the analysis loop only (reading, prediction, per-frame
 properties, HDF5 writes; not the model load or the final products).
 """
 
@@ -53,11 +55,24 @@ print(json.dumps({"waters": n_waters, "atoms": 3 * n_waters, "frames": n_frames,
 """
 
 
+def _run_spec(text: str) -> tuple:
+    """'20x10000' -> (20, 10000)."""
+    try:
+        waters, frames = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WATERSxFRAMES, e.g. 20x10000") from None
+    if waters < 1 or frames < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: waters and frames must be positive")
+    return waters, frames
+
+
 def main(argv=None):
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 100], help="waters per cluster")
     parser.add_argument("--frames", type=int, nargs="+", default=[64], help="trajectory lengths")
+    parser.add_argument("--runs", type=_run_spec, nargs="+", metavar="WATERSxFRAMES",
+                        help="(size, length) pairs, e.g. 20x10000, instead of --sizes x --frames")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--model", help="density model; default: the shipped one, else the tiny test model")
@@ -70,16 +85,15 @@ def main(argv=None):
     print(f"model: {model}")
     print(f"{'waters':>6} {'frames':>7} {'frames/s':>9} {'loop s':>8} {'load s':>7} {'peak GB':>8} {'file MB':>8}")
     rows = []
-    for n in args.sizes:
-        for frames in args.frames:
-            try:
-                row = run_child(_CHILD, n, frames, args.batch_size, args.threads, model)
-            except RuntimeError as exc:
-                print(f"{n:>6} {frames:>7} FAILED: {str(exc).strip().splitlines()[-1]}")
-                continue
-            rows.append(row)
-            print(f"{n:>6} {frames:>7} {row['frames_per_s']:>9.2f} {row['loop_s']:>8.1f} {row['model_load_s']:>7.1f} "
-                  f"{row['peak_rss_gb']:>8.2f} {row['output_mb']:>8.2f}")
+    for n, frames in args.runs or [(n, frames) for n in args.sizes for frames in args.frames]:
+        try:
+            row = run_child(_CHILD, n, frames, args.batch_size, args.threads, model)
+        except RuntimeError as exc:
+            print(f"{n:>6} {frames:>7} FAILED: {str(exc).strip().splitlines()[-1]}")
+            continue
+        rows.append(row)
+        print(f"{n:>6} {frames:>7} {row['frames_per_s']:>9.2f} {row['loop_s']:>8.1f} {row['model_load_s']:>7.1f} "
+              f"{row['peak_rss_gb']:>8.2f} {row['output_mb']:>8.2f}")
     write_results(args.output, args.threads, {"model": model, "rows": rows})
 
 

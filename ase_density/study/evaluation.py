@@ -33,7 +33,7 @@ EVAL_FILE = "eval.json"
 #: structures per forward pass when predicting the test set
 PREDICT_BATCH = 8
 #: runs whose densities are evaluated on one grid pass (memory: points x (1 + 6 x runs) doubles)
-RUNS_PER_PASS = 16
+RUNS_PER_PASS = 40
 
 
 def is_evaluated(directory: Path) -> bool:

@@ -73,10 +73,13 @@ def run_study(study_dir: Path, settings: Settings, runs: Sequence[Run], jobs: in
     check_data(settings, runs)
     freeze_template(study_dir, template)
     done: Dict[str, List] = {"trained": [], "evaluated": [], "failed": []}
-    # size by size, so that evaluated results arrive early; train-only: one pool for all sizes, the
-    # largest (most expensive, most telling) first, so that a time-limited session finishes those
-    groups = (itertools.groupby(sorted(runs, key=lambda r: r.n_train), key=lambda r: r.n_train) if evaluate_new
-              else [(max(run.n_train for run in runs), sorted(runs, key=lambda r: -r.n_train))])
+    # train and evaluate: size by size, so that evaluated results arrive early. Train only: one pool
+    # for all sizes, the largest (most expensive, most telling) first, so that a time-limited
+    # session finishes those. Evaluate only: all runs in one group, so they share the grid passes.
+    if train_missing and evaluate_new:
+        groups = itertools.groupby(sorted(runs, key=lambda r: r.n_train), key=lambda r: r.n_train)
+    else:
+        groups = [(max(run.n_train for run in runs), sorted(runs, key=lambda r: -r.n_train))]
     with tqdm(total=len(runs), desc="study runs", unit="run") as bar:
         for n_train, group in groups:
             bar.set_postfix(n_train=n_train)
