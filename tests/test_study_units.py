@@ -12,7 +12,7 @@ from ase_density.study import Run, Settings, StudyError, grid_runs
 from ase_density.study.__main__ import main
 from ase_density.study import grid
 from ase_density.study.grid import frozen_settings, load_or_freeze_settings
-from ase_density.study.summary import aggregate, learning_curve_slopes, slopes_markdown
+from ase_density.study.summary import aggregate, feature_emergence, learning_curve_slopes, slopes_markdown
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 
@@ -122,3 +122,14 @@ def test_neither_training_nor_evaluation_is_refused(tmp_path, capsys):
                  "--test-data", str(FIXTURE)])
     assert code == 1 and "nothing to do" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_feature_emergence_finds_the_half_rise_step():
+    steps = np.arange(0, 1001, 10)
+    # collapses to 0.01 at step 100, then rises as a logistic centred at step 600 to 0.05
+    norms = np.where(steps <= 100, 0.2 - 0.19 * steps / 100, 0.01 + 0.04 / (1 + np.exp(-(steps - 600) / 40.0)))
+    found = feature_emergence(list(zip(steps, norms)))
+    assert found["minimum_step"] == 100 and found["emergence_step"] == 600
+    assert found["growth"] == pytest.approx(norms[-1] / 0.01) and found["initial"] == pytest.approx(0.2)
+    shrinking = feature_emergence(list(zip(steps, 1.0 / (1 + steps))))
+    assert shrinking["emergence_step"] is None and shrinking["minimum_step"] == 1000

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -19,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .summary import CHANNELS, channel_l  # noqa: E402
+from .summary import CHANNELS, channel_l, read_feature_norms  # noqa: E402
 
 LABELS = {"eps_total": "total eps_rho (%)", **{f"eps_l{l}": f"eps of l = {l} channel (%)" for l in range(5)}}
 
@@ -102,17 +101,6 @@ def saturation(means: Sequence[Dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def read_feature_norms(path: Path) -> Dict[int, Dict[str, List[tuple]]]:
-    """{layer: {irrep label like '1o': [(step, mean norm), ...]}} from a ``feature_norms.csv``."""
-    out: Dict[int, Dict[str, List[tuple]]] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            label = f"{row['l']}{'e' if int(row['parity']) > 0 else 'o'}"
-            out.setdefault(int(row["layer"]), {}).setdefault(label, []).append(
-                (int(row["step"]), float(row["mean_norm"])))
-    return out
 
 
 def feature_norms(csv_path: Path, path: Path, title: str) -> None:

@@ -20,7 +20,7 @@ from ase_density.dataset import ReferenceData
 from . import plots
 from .evaluation import evaluate, is_evaluated, load_evaluation
 from .grid import Run, Settings, StudyError, frozen_settings, load_or_freeze_settings
-from .summary import write_summary
+from .summary import write_emergence, write_summary
 from .training import TEMPLATE, TrainingError, freeze_template, is_trained, run_dir, train
 
 
@@ -120,9 +120,11 @@ def report(study_dir: Path) -> Dict:
     (figures / "feature_norms").mkdir(exist_ok=True)
     for stale in (figures / "feature_norms").glob("*.png"):
         stale.unlink()
-    for result, directory in zip(results, directories):
-        norms = directory / "feature_norms.csv"
-        if result["n_train"] == n_max and result["seed"] == first_seed and norms.exists():
-            plots.feature_norms(norms, figures / "feature_norms" / f"{result['run']}.png",
-                                f"lmax_h = {result['lmax_h']}, lmax_o = {result['lmax_o']}, n_train = {n_max}")
+    probed = [(result, directory / "feature_norms.csv") for result, directory in zip(results, directories)
+              if result["n_train"] == n_max and result["seed"] == first_seed
+              and (directory / "feature_norms.csv").exists()]
+    for result, norms in probed:
+        plots.feature_norms(norms, figures / "feature_norms" / f"{result['run']}.png",
+                            f"lmax_h = {result['lmax_h']}, lmax_o = {result['lmax_o']}, n_train = {n_max}")
+    write_emergence(study_dir, probed)
     return summary

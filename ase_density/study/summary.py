@@ -2,7 +2,9 @@
 
 Files written into the study directory: ``summary.csv`` (one row per run), ``summary.json``
 (means and standard deviations over seeds per (lmax_h, lmax_o, n_train)), ``slopes.csv`` and
-``slopes.md`` (fitted learning-curve exponents b of log(error) = a + b log(n_train)).
+``slopes.md`` (fitted learning-curve exponents b of log(error) = a + b log(n_train)),
+``emergence.csv`` and ``emergence.md`` (when the hidden features of each l grow during training,
+from the feature-norm records).
 """
 
 from __future__ import annotations
@@ -104,3 +106,56 @@ def write_summary(study_dir: Path, results: Sequence[Dict]) -> Dict:
         _write_csv(study_dir / "slopes.csv", slopes)
         (study_dir / "slopes.md").write_text(slopes_markdown(slopes))
     return {"runs": rows, "means": means, "slopes": slopes}
+
+
+def read_feature_norms(path: Path) -> Dict[int, Dict[str, List[tuple]]]:
+    """{layer: {irrep label like '1o': [(step, mean norm), ...]}} from a ``feature_norms.csv``."""
+    out: Dict[int, Dict[str, List[tuple]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = f"{row['l']}{'e' if int(row['parity']) > 0 else 'o'}"
+            out.setdefault(int(row["layer"]), {}).setdefault(label, []).append(
+                (int(row["step"]), float(row["mean_norm"])))
+    return out
+
+
+#: final / minimum norm below which a block of features counts as not emerged
+MIN_GROWTH = 1.1
+
+
+def feature_emergence(points: Sequence[tuple]) -> Dict:
+    """When one block of hidden features grows during training, from its [(step, mean norm), ...]:
+    the norm at the first record, its minimum and the step of it, the final norm, the growth
+    final / minimum, and the emergence step, the first step after the minimum at which the norm
+    has covered half of its rise from the minimum to the final value (``None`` when it rises by
+    less than :data:`MIN_GROWTH`: a block still shrinking or flat has not emerged)."""
+    steps = np.array([p[0] for p in points])
+    norms = np.array([p[1] for p in points], dtype=float)
+    lowest = int(np.argmin(norms))
+    rise = norms[-1] - norms[lowest]
+    after = np.nonzero(norms[lowest:] - norms[lowest] >= 0.5 * rise)[0]
+    return {"initial": float(norms[0]), "minimum": float(norms[lowest]), "minimum_step": int(steps[lowest]),
+            "final": float(norms[-1]), "growth": float(norms[-1] / norms[lowest]),
+            "emergence_step": int(steps[lowest + after[0]]) if norms[-1] >= MIN_GROWTH * norms[lowest] else None}
+
+
+def write_emergence(study_dir: Path, runs: Sequence[tuple]) -> List[Dict]:
+    """``emergence.csv``/``.md`` from ``runs`` = [(result, feature_norms.csv path), ...]: per run
+    and hidden irrep of the last convolution, :func:`feature_emergence`."""
+    rows = []
+    for result, path in runs:
+        norms = read_feature_norms(path)
+        last = max(norms)
+        for label, points in sorted(norms[last].items(), key=lambda kv: (int(kv[0][:-1]), kv[0][-1])):
+            rows.append({"run": result["run"], "lmax_h": result["lmax_h"], "lmax_o": result["lmax_o"],
+                         "n_train": result["n_train"], "layer": last, "irrep": label, **feature_emergence(points)})
+    if not rows:
+        return rows
+    _write_csv(study_dir / "emergence.csv", rows)
+    lines = ["| lmax_o | lmax_h | irrep | norm at step 0 | minimum (step) | final | growth | emergence step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["lmax_o"], r["lmax_h"])):
+        lines.append(f"| {r['lmax_o']} | {r['lmax_h']} | {r['irrep']} | {r['initial']:.4f} | {r['minimum']:.4f} "
+                     f"({r['minimum_step']}) | {r['final']:.4f} | {r['growth']:.2f} | {r['emergence_step'] or '–'} |")
+    (study_dir / "emergence.md").write_text("\n".join(lines) + "\n")
+    return rows
