@@ -9,9 +9,14 @@ From the density rho = sum_P c_P chi_P alone (no density matrix), for the SCF's 
 J_ij = sum_P (ij|P) c_P; V_xc from rho and its gradient evaluated on a DFT grid from the auxiliary
 expansion. One diagonalisation F C = S C e with closed-shell occupation gives the density matrix
 to pass as ``dm0``. Exact exchange needs a density matrix, hence the intermediate dm1: with the
-pure potential alone, the PBE-vs-PBE0 difference, not the density, limits the guess (measured:
-the exact DFT density with the PBE potential is no better than the fitted one), while the one K
-build costs a fraction of an SCF cycle.
+pure potential alone, the PBE-vs-PBE0 difference, not the density, limits a guess from an exact
+density (measured: the exact DFT density with the PBE potential is no better than the fitted one).
+
+Cost against benefit (measured on 8-water test clusters, PBE0/def2-SVP, model densities): V_xc on
+a level-1 grid gives the same SCF cycle counts as on level 3 at a third of the cost, so
+``grid_level=1`` is the default; the K build costs about one and a half SCF cycles and saves at most
+one cycle from a model density, so ``exact_exchange=False`` (dm1 itself) is the faster guess in
+wall time, the default ``True`` the one with fewer cycles (``benchmarks/scf_guess.py`` measures both).
 
     from ase_density.scf_guess import density_guess
     dm0 = density_guess(mol, atoms.calc.get_density_coefficients(), atoms.calc.basis, xc="PBE0")
@@ -72,11 +77,13 @@ def xc_matrices(mol, auxmol, flat, functionals, grid_level: int = 3) -> list:
     return [v + v.T for v in out]
 
 
-def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PBE", grid_level: int = 3) -> np.ndarray:
+def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PBE", grid_level: int = 1,
+                  exact_exchange: bool = True) -> np.ndarray:
     """Closed-shell AO density matrix (for ``mf.kernel(dm0=...)``) for an SCF with functional
     ``xc`` (or ``"HF"``) from the density of ``coefficients`` ((n_atoms, width), a.u., e3nn layout, atoms in
-    ``mol``'s order) in aux basis ``basis``; a hybrid ``xc`` takes one exact-exchange step from
-    the ``pure_xc`` orbitals (module docstring)."""
+    ``mol``'s order) in aux basis ``basis``, with V_xc on a PySCF grid of ``grid_level``; a hybrid
+    ``xc`` takes one exact-exchange step from the ``pure_xc`` orbitals unless ``exact_exchange`` is
+    False, which returns those orbitals' density matrix (module docstring)."""
     from pyscf.dft import libxc
     from pyscf.scf import hf
 
@@ -91,7 +98,9 @@ def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PB
     fixed = hf.get_hcore(mol) + coulomb_matrix(mol, auxmol, flat)
     if not libxc.is_hybrid_xc(xc):
         return occupied_dm(fixed + xc_matrices(mol, auxmol, flat, [xc], grid_level)[0])
-    semilocal = [xc] if libxc.xc_type(xc) != "HF" else []  # Hartree-Fock: exact exchange only
+    semilocal = [xc] if libxc.xc_type(xc) != "HF" and exact_exchange else []  # Hartree-Fock: exact exchange only
     v_pure, *v_semilocal = xc_matrices(mol, auxmol, flat, [pure_xc, *semilocal], grid_level)
+    if not exact_exchange:
+        return occupied_dm(fixed + v_pure)
     exchange = hf.get_jk(mol, occupied_dm(fixed + v_pure), with_j=False)[1]
     return occupied_dm(fixed + sum(v_semilocal) - 0.5 * libxc.hybrid_coeff(xc) * exchange)

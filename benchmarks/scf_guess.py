@@ -1,13 +1,14 @@
 """SCF iterations and wall time from a density guess (``ase_density.scf_guess``) against PySCF's
 default ``minao`` guess, at the level of theory of a labelled reference file.
 
-Per structure three SCFs: from ``minao``; from the file's fitted reference density (what a perfect
-model would give: the ceiling of the method); from the model's predicted density (``--model``,
-default the shipped model, skipped when it is missing). Wall times of the density guesses include
-building the guess.
+Per structure one SCF per guess (``--guesses``, default all): ``minao``; ``fitted``, from the
+file's fitted reference density (what a perfect model would give: the ceiling of the method);
+``model``, from the model's predicted density (``--model``, default the shipped model, skipped when
+it is missing); ``model-no-k``, the same without the exact-exchange step of a hybrid's guess
+(cheaper to build). Wall times of the density guesses include building the guess.
 
     python benchmarks/scf_guess.py [tests/data/small_water.h5 data/test.h5 ...] [--model M] [--limit N]
-        [--threads 2] [-o benchmarks/results/scf_guess.json]
+        [--guesses minao model model-no-k] [--threads 2] [-o benchmarks/results/scf_guess.json]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from common import write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+GUESSES = ("minao", "fitted", "model", "model-no-k")
 
 
 def _scf(mol, settings, guess=None):
@@ -48,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="density model for the predicted guess")
     parser.add_argument("--pure-xc", default="PBE", help="pure functional of a hybrid's first guess step")
     parser.add_argument("--limit", type=int, help="at most N structures per file")
+    parser.add_argument("--guesses", nargs="+", choices=GUESSES, default=list(GUESSES),
+                        help="initial guesses compared (minao is always the baseline)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("-o", "--output", default=os.path.join(HERE, "results", "scf_guess.json"))
     args = parser.parse_args(argv)
@@ -56,11 +60,11 @@ def main(argv=None):
 
     lib.num_threads(args.threads)
     calc = DensityCalculator(model=args.model) if os.path.exists(args.model) else None
+    guesses = ["minao"] + [g for g in args.guesses if g != "minao" and (calc or not g.startswith("model"))]
     if calc is None:
-        print(f"no model at {args.model}: only the fitted-reference guess is benchmarked")
-    guesses = ["minao", "fitted"] + (["model"] if calc else [])
+        print(f"no model at {args.model}: model guesses are not benchmarked")
     rows = []
-    print(f"{'structure':<26}{'atoms':>6}" + "".join(f"{g + ' it':>11}{g + ' s':>10}" for g in guesses))
+    print(f"{'structure':<26}{'atoms':>6}" + "".join(f"{g + ' it':>16}{g + ' s':>13}" for g in guesses))
     for path in args.data:
         data = ReferenceData(path)
         settings = ReferenceSettings(**data.settings)
@@ -68,19 +72,22 @@ def main(argv=None):
             atoms = data[i]
             mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), settings.basis, max_memory=8000)
             row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
-            row["minao"] = _scf(mol, settings)
-            row["fitted"] = _scf(mol, settings, lambda: density_guess(
-                mol, atoms.arrays["density_coefficients"], data.basis, xc=settings.xc, pure_xc=args.pure_xc,
-                grid_level=settings.grid_level))
-            if calc:
-                row["model"] = _scf(mol, settings, lambda: density_guess(
-                    mol, calc.compute_batch([atoms])[0]["density_coefficients"], calc.basis, xc=settings.xc,
-                    pure_xc=args.pure_xc, grid_level=settings.grid_level))
+            builders = {
+                "fitted": lambda: density_guess(mol, atoms.arrays["density_coefficients"], data.basis,
+                                                xc=settings.xc, pure_xc=args.pure_xc),
+                "model": lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
+                                               calc.basis, xc=settings.xc, pure_xc=args.pure_xc),
+                "model-no-k": lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
+                                                    calc.basis, xc=settings.xc, pure_xc=args.pure_xc,
+                                                    exact_exchange=False),
+            }
+            for g in guesses:
+                row[g] = _scf(mol, settings, builders.get(g))
             for g in guesses[1:]:  # every guess must reach the same SCF solution
                 assert abs(row[g]["energy"] - row["minao"]["energy"]) < 1e-6, (row["key"], g)
             rows.append(row)
             print(f"{row['file'][:12] + ':' + row['key'][:13]:<26}{len(atoms):>6}" +
-                  "".join(f"{row[g]['cycles']:>11}{row[g]['wall_s']:>10.2f}" for g in guesses), flush=True)
+                  "".join(f"{row[g]['cycles']:>16}{row[g]['wall_s']:>13.2f}" for g in guesses), flush=True)
 
     summary = {}
     base_cycles = np.array([r["minao"]["cycles"] for r in rows])
@@ -94,7 +101,7 @@ def main(argv=None):
                       "wall_reduction_percent": float(100 * (1 - wall.sum() / base_wall.sum())),
                       "mean_guess_s": float(np.mean([r[g]["guess_s"] for r in rows]))}
         s = summary[g]
-        print(f"{g:<8} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % fewer)  "
+        print(f"{g:<11} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % fewer)  "
               f"wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less, guess "
               f"{s['mean_guess_s']:.2f} s each)")
     write_results(args.output, args.threads, {

@@ -50,6 +50,9 @@ def test_fitted_density_guess_saves_cycles_and_reaches_the_same_solution(small_d
     # the exact-exchange step of the hybrid guess brings it closer than the pure PBE potential alone
     dm_pure = scf_guess.density_guess(mol, c, small_data.basis, xc="PBE")
     assert np.linalg.norm(dm0 - dm_scf) < 0.3 * np.linalg.norm(dm_pure - dm_scf)
+    # without the exchange step a hybrid's guess is the pure functional's
+    dm_no_k = scf_guess.density_guess(mol, c, small_data.basis, xc="PBE0", exact_exchange=False)
+    np.testing.assert_allclose(dm_no_k, dm_pure, atol=1e-10)
     mf = run_scf(mol, ReferenceSettings(**small_data.settings), dm0=dm0)
     assert mf.converged and mf.e_tot * Hartree == pytest.approx(atoms.info["energy"], abs=1e-5)
     assert mf.n_cycles <= atoms.info["scf_cycles"] - 2  # stored: cycles from PySCF's minao guess
