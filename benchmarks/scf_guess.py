@@ -9,11 +9,15 @@ it is missing); ``model-no-k``, the same without the exact-exchange step of a hy
 
     python benchmarks/scf_guess.py [tests/data/small_water.h5 data/test.h5 ...] [--model M] [--limit N]
         [--guesses minao model model-no-k] [--threads 2] [-o benchmarks/results/scf_guess.json]
+
+The JSON is rewritten after every structure; rerunning the same command resumes after the
+structures already measured (same data, model, guesses and threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -63,12 +67,19 @@ def main(argv=None):
     guesses = ["minao"] + [g for g in args.guesses if g != "minao" and (calc or not g.startswith("model"))]
     if calc is None:
         print(f"no model at {args.model}: model guesses are not benchmarked")
-    rows = []
+    header = {"data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
+              "pure_xc": args.pure_xc, "guesses": guesses, "threads": args.threads}
+    rows = _previous_rows(args.output, header)
+    done = {(r["file"], r["key"]) for r in rows}
+    if rows:
+        print(f"resuming: {len(rows)} structure(s) already measured in {args.output}")
     print(f"{'structure':<26}{'atoms':>6}" + "".join(f"{g + ' it':>16}{g + ' s':>13}" for g in guesses))
     for path in args.data:
         data = ReferenceData(path)
         settings = ReferenceSettings(**data.settings)
         for i in range(min(len(data), args.limit or len(data))):
+            if (os.path.basename(path), data.keys[i]) in done:
+                continue
             atoms = data[i]
             mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), settings.basis, max_memory=8000)
             row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
@@ -88,25 +99,39 @@ def main(argv=None):
             rows.append(row)
             print(f"{row['file'][:12] + ':' + row['key'][:13]:<26}{len(atoms):>6}" +
                   "".join(f"{row[g]['cycles']:>16}{row[g]['wall_s']:>13.2f}" for g in guesses), flush=True)
-
-    summary = {}
-    base_cycles = np.array([r["minao"]["cycles"] for r in rows])
-    base_wall = np.array([r["minao"]["wall_s"] for r in rows])
+            # after every structure, so that an interrupted run keeps what it measured
+            write_results(args.output, args.threads, {**header, "level_of_theory": settings.as_dict(),
+                                                      "summary": _summary(rows, guesses), "rows": rows})
     print()
-    for g in guesses:
-        cycles = np.array([r[g]["cycles"] for r in rows])
-        wall = np.array([r[g]["wall_s"] for r in rows])
-        summary[g] = {"mean_cycles": float(cycles.mean()), "total_wall_s": float(wall.sum()),
-                      "cycle_reduction_percent": float(100 * (1 - cycles.sum() / base_cycles.sum())),
-                      "wall_reduction_percent": float(100 * (1 - wall.sum() / base_wall.sum())),
-                      "mean_guess_s": float(np.mean([r[g]["guess_s"] for r in rows]))}
-        s = summary[g]
+    for g, s in _summary(rows, guesses).items():
         print(f"{g:<11} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % fewer)  "
               f"wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less, guess "
               f"{s['mean_guess_s']:.2f} s each)")
-    write_results(args.output, args.threads, {
-        "data": [os.path.abspath(p) for p in args.data], "model": args.model if calc else None,
-        "level_of_theory": settings.as_dict(), "pure_xc": args.pure_xc, "summary": summary, "rows": rows})
+
+
+def _previous_rows(output: str, header: dict) -> list:
+    """Rows of an earlier run with the same data, model, guesses and threads at ``output`` (resume)."""
+    try:
+        with open(output) as fh:
+            previous = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return previous.get("rows", []) if all(previous.get(k) == v for k, v in header.items()) else []
+
+
+def _summary(rows: list, guesses: list) -> dict:
+    """Per guess: mean cycles, total wall time, reductions against ``minao`` (%), mean guess time."""
+    out = {}
+    base_cycles = sum(r["minao"]["cycles"] for r in rows)
+    base_wall = sum(r["minao"]["wall_s"] for r in rows)
+    for g in guesses:
+        cycles = np.array([r[g]["cycles"] for r in rows])
+        wall = np.array([r[g]["wall_s"] for r in rows])
+        out[g] = {"mean_cycles": float(cycles.mean()), "total_wall_s": float(wall.sum()),
+                  "cycle_reduction_percent": float(100 * (1 - cycles.sum() / base_cycles)),
+                  "wall_reduction_percent": float(100 * (1 - wall.sum() / base_wall)),
+                  "mean_guess_s": float(np.mean([r[g]["guess_s"] for r in rows]))}
+    return out
 
 
 if __name__ == "__main__":

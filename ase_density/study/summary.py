@@ -3,6 +3,7 @@
 Files written into the study directory: ``summary.csv`` (one row per run), ``summary.json``
 (means and standard deviations over seeds per (lmax_h, lmax_o, n_train)), ``slopes.csv`` and
 ``slopes.md`` (fitted learning-curve exponents b of log(error) = a + b log(n_train)),
+``saturation.md`` (errors at the largest training-set size per (lmax_o, lmax_h)),
 ``emergence.csv`` and ``emergence.md`` (when the hidden features of each l grow during training,
 from the feature-norm records).
 """
@@ -93,6 +94,20 @@ def slopes_markdown(slopes: Sequence[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def saturation_markdown(means: Sequence[Dict]) -> str:
+    """Errors at the largest training-set size as a Markdown table, one row per (lmax_o, lmax_h):
+    seed means of every channel the model predicts (%), '–' for the others."""
+    n_max = max(entry["n_train"] for entry in means)
+    lines = [f"Test-set errors (%, seed means) at n_train = {n_max}:", "",
+             "| lmax_o | lmax_h | parameters | " + " | ".join(CHANNELS) + " |",
+             "|" + "---|" * (3 + len(CHANNELS))]
+    for entry in sorted((e for e in means if e["n_train"] == n_max), key=lambda e: (e["lmax_o"], e["lmax_h"])):
+        cells = [f"{entry[c]:.3f}" if c in entry and (channel_l(c) is None or channel_l(c) <= entry["lmax_o"])
+                 else "–" for c in CHANNELS]
+        lines.append(f"| {entry['lmax_o']} | {entry['lmax_h']} | {entry['n_parameters']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_summary(study_dir: Path, results: Sequence[Dict]) -> Dict:
     """Write the summary files for the evaluated runs ``results`` (``eval.json`` contents);
     returns {"runs": rows, "means": ..., "slopes": ...}."""
@@ -102,6 +117,8 @@ def write_summary(study_dir: Path, results: Sequence[Dict]) -> Dict:
     if rows:
         _write_csv(study_dir / "summary.csv", rows)
     (study_dir / "summary.json").write_text(json.dumps({"means": means, "slopes": slopes}, indent=1) + "\n")
+    if means:
+        (study_dir / "saturation.md").write_text(saturation_markdown(means))
     if slopes:
         _write_csv(study_dir / "slopes.csv", slopes)
         (study_dir / "slopes.md").write_text(slopes_markdown(slopes))
