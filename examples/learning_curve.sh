@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m ase_density.study run results/learning_curve --train-data data/train_pool.h5 --test-data data/test.h5 \
     --lmax-h 2 --lmax-o 4 --sizes 16 32 64 128 256 --repeats 1 --num-layers 3 --num-features 16 \
-    --max-steps 4000 --patience-steps 1000 --grid-level 2 --override training_module.model.radial_mlp_width=64 "$@"
+    --max-steps 2000 --patience-steps 500 --grid-level 2 --override training_module.model.radial_mlp_width=64 "$@"
