@@ -96,11 +96,10 @@ def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PB
         return 2.0 * orbitals @ orbitals.T
 
     fixed = hf.get_hcore(mol) + coulomb_matrix(mol, auxmol, flat)
-    if not libxc.is_hybrid_xc(xc):
-        return occupied_dm(fixed + xc_matrices(mol, auxmol, flat, [xc], grid_level)[0])
-    semilocal = [xc] if libxc.xc_type(xc) != "HF" and exact_exchange else []  # Hartree-Fock: exact exchange only
+    hybrid = libxc.is_hybrid_xc(xc)
+    if not (hybrid and exact_exchange):  # one step with a semilocal potential
+        return occupied_dm(fixed + xc_matrices(mol, auxmol, flat, [pure_xc if hybrid else xc], grid_level)[0])
+    semilocal = [xc] if libxc.xc_type(xc) != "HF" else []  # Hartree-Fock: exact exchange only
     v_pure, *v_semilocal = xc_matrices(mol, auxmol, flat, [pure_xc, *semilocal], grid_level)
-    if not exact_exchange:
-        return occupied_dm(fixed + v_pure)
     exchange = hf.get_jk(mol, occupied_dm(fixed + v_pure), with_j=False)[1]
     return occupied_dm(fixed + sum(v_semilocal) - 0.5 * libxc.hybrid_coeff(xc) * exchange)

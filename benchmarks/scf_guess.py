@@ -83,14 +83,16 @@ def main(argv=None):
             atoms = data[i]
             mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), settings.basis, max_memory=8000)
             row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
+
+            def predicted(**options):
+                return lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
+                                             calc.basis, xc=settings.xc, pure_xc=args.pure_xc, **options)
+
             builders = {
                 "fitted": lambda: density_guess(mol, atoms.arrays["density_coefficients"], data.basis,
                                                 xc=settings.xc, pure_xc=args.pure_xc),
-                "model": lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
-                                               calc.basis, xc=settings.xc, pure_xc=args.pure_xc),
-                "model-no-k": lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
-                                                    calc.basis, xc=settings.xc, pure_xc=args.pure_xc,
-                                                    exact_exchange=False),
+                "model": predicted(),
+                "model-no-k": predicted(exact_exchange=False),
             }
             for g in guesses:
                 row[g] = _scf(mol, settings, builders.get(g))
