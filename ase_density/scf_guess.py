@@ -12,7 +12,7 @@ to pass as ``dm0``. Exact exchange needs a density matrix, hence the intermediat
 pure potential alone, the PBE-vs-PBE0 difference, not the density, limits a guess from an exact
 density (measured: the exact DFT density with the PBE potential is no better than the fitted one).
 
-Cost against benefit (measured on 8-water test clusters, PBE0/def2-SVP, model densities): V_xc on
+Cost against benefit (a one-off measurement on two 8-water test clusters, PBE0/def2-SVP, model densities): V_xc on
 a level-1 grid gives the same SCF cycle counts as on level 3 at a third of the cost, so
 ``grid_level=1`` is the default; the K build costs about one and a half SCF cycles and saves at most
 one cycle from a model density, so ``exact_exchange=False`` (dm1 itself) is the faster guess in
