@@ -51,6 +51,22 @@ def test_overrides_scale_patience_with_training_set_size(tmp_path):
         Settings(train_data="a", test_data="b", overrides=["oops"])
 
 
+def test_num_features_per_lmax_h_for_equal_parameter_counts(tmp_path):
+    settings = Settings(train_data=str(FIXTURE), test_data=str(FIXTURE), num_features=[28, 16, 11, 8, 6])
+    features = {h: dict(o.split("=", 1) for o in settings.train_overrides(Run(h, 4, 8, 0)))["num_features"]
+                for h in range(5)}
+    assert features == {0: "28", 1: "16", 2: "11", 3: "8", 4: "6"}
+    study = tmp_path / "study"
+    load_or_freeze_settings(study, settings)
+    assert frozen_settings(study) == settings  # survives the JSON round trip as a tuple
+    assert Settings(train_data="a", test_data="b", num_features=[8]).num_features == 8  # one value: every lmax_h
+    for wrong, message in (([8, 8], "one value or 5"), ([8, 8, 8, 8, 0], ">= 1")):
+        with pytest.raises(StudyError, match=message):
+            Settings(train_data="a", test_data="b", num_features=wrong)
+    with pytest.raises(StudyError, match="num_features"):  # the CLI takes five values and freezes them
+        load_or_freeze_settings(study, dataclasses.replace(settings, num_features=8))
+
+
 def test_settings_are_frozen_and_data_compared_by_content(tmp_path, monkeypatch):
     moved = tmp_path / "moved.h5"
     shutil.copyfile(FIXTURE, moved)

@@ -25,7 +25,8 @@ SETTING_FLAGS = {
     "patience_steps": (int, "early-stopping patience in optimizer steps"),
     "batch_size": (int, "training structures per step"),
     "num_layers": (int, "NequIP convolutions"),
-    "num_features": (int, "multiplicity of every hidden irrep"),
+    "num_features": (int, "multiplicity of every hidden irrep: one value, or five, one per lmax_h = 0..4 "
+                          "(e.g. equal parameter counts)"),
     "cutoff_radius": (float, "neighbour cutoff (Å)"),
     "grid_level": (int, "PySCF grid level of the eps_rho integrals"),
 }
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, (kind, text) in SETTING_FLAGS.items():
         default = f"default {defaults[name]}; " if name in defaults else ""
         run.add_argument("--" + name.replace("_", "-"), type=kind, metavar=name.split("_")[-1].upper(),
-                         help=f"{text} ({default}frozen in study.json)")
+                         nargs="+" if name == "num_features" else None, help=f"{text} ({default}frozen in study.json)")
     run.add_argument("--override", action="append", metavar="KEY=VALUE",
                      help="nequip-train override of the template for every run (repeatable; frozen)")
     rep = commands.add_parser("report", help="rewrite tables and figures from the evaluated runs")

@@ -15,7 +15,9 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
+
+import numpy as np
 
 from ase_density.dataset import ReferenceData
 
@@ -23,6 +25,8 @@ from ase_density.dataset import ReferenceData
 FULL_GRID = {"lmax_h": (0, 1, 2, 3, 4), "lmax_o": (0, 1, 2, 4), "sizes": (8, 16, 32, 64, 128, 256), "repeats": 3}
 #: ``--quick``: a reduced grid on tiny data that runs in minutes
 QUICK_GRID = {"lmax_h": (0, 1), "lmax_o": (0, 1), "sizes": (4, 8), "repeats": 1}
+#: the lmax values a model supports (hidden and output)
+LMAX_VALUES = range(5)
 
 
 class StudyError(ValueError):
@@ -56,7 +60,9 @@ class Settings:
         max_steps: optimizer steps per run, the same at every training-set size
         patience_steps: early-stopping patience in optimizer steps (converted to epochs per size)
         batch_size: training structures per step
-        num_layers, num_features, cutoff_radius: model size (cutoff in Å)
+        num_layers, cutoff_radius: model depth and neighbour cutoff (Å)
+        num_features: multiplicity of every hidden irrep; one value, or five: one per
+            lmax_h = 0..4 (e.g. chosen for equal parameter counts across lmax_h)
         grid_level: PySCF grid level of the eps_rho integrals
         overrides: further ``key=value`` overrides of the template, applied to every run
     """
@@ -69,7 +75,7 @@ class Settings:
     patience_steps: int = 250
     batch_size: int = 4
     num_layers: int = 2
-    num_features: int = 8
+    num_features: Union[int, Tuple[int, ...]] = 8
     cutoff_radius: float = 4.0
     grid_level: int = 3
     overrides: Tuple[str, ...] = ()
@@ -78,12 +84,22 @@ class Settings:
         object.__setattr__(self, "train_data", str(Path(self.train_data).resolve()))
         object.__setattr__(self, "test_data", str(Path(self.test_data).resolve()))
         object.__setattr__(self, "overrides", tuple(self.overrides))
+        if not isinstance(self.num_features, int):
+            per_lmax_h = tuple(self.num_features)
+            if len(per_lmax_h) not in (1, len(LMAX_VALUES)):
+                raise StudyError(f"`num_features` takes one value or {len(LMAX_VALUES)} (one per lmax_h = 0..4), "
+                                 f"got {list(per_lmax_h)}")
+            object.__setattr__(self, "num_features", per_lmax_h[0] if len(per_lmax_h) == 1 else per_lmax_h)
         for override in self.overrides:
             if "=" not in override:
                 raise StudyError(f"override {override!r} is not of the form key=value")
         for name in ("n_val", "max_steps", "patience_steps", "batch_size", "num_layers", "num_features"):
-            if getattr(self, name) < 1:
+            if min(np.atleast_1d(getattr(self, name))) < 1:
                 raise StudyError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+
+    def features(self, lmax_h: int) -> int:
+        """Multiplicity of the hidden irreps of a model with hidden lmax ``lmax_h``."""
+        return self.num_features if isinstance(self.num_features, int) else self.num_features[lmax_h]
 
     def train_overrides(self, run: Run) -> List[str]:
         """``nequip-train`` overrides of the template for ``run``.
@@ -96,7 +112,7 @@ class Settings:
         return [
             f"data_file={self.train_data}", f"n_val={self.n_val}", f"data_seed={self.data_seed}",
             f"n_train={run.n_train}", f"seed={run.seed}", f"lmax_h={run.lmax_h}", f"lmax_o={run.lmax_o}",
-            f"num_layers={self.num_layers}", f"num_features={self.num_features}",
+            f"num_layers={self.num_layers}", f"num_features={self.features(run.lmax_h)}",
             f"cutoff_radius={self.cutoff_radius}", f"batch_size={self.batch_size}",
             f"max_steps={self.max_steps}", f"patience={patience}", f"lr_patience={max(1, patience // 3)}",
             f"feature_norm_every={max(1, self.max_steps // 100)}",
@@ -114,7 +130,7 @@ def grid_runs(lmax_h: Sequence[int], lmax_o: Sequence[int], sizes: Sequence[int]
     if repeats < 1:
         raise StudyError(f"`repeats` must be >= 1, got {repeats}")
     for label, values in (("lmax_h", lmax_h), ("lmax_o", lmax_o)):
-        if not values or any(v not in range(5) for v in values):
+        if not values or any(v not in LMAX_VALUES for v in values):
             raise StudyError(f"`{label}` needs values in 0..4, got {list(values)}")
     if not sizes or min(sizes) < 1:
         raise StudyError(f"training-set sizes must be >= 1, got {list(sizes)}")
