@@ -12,7 +12,8 @@ from ase_density.study import Run, Settings, StudyError, grid_runs
 from ase_density.study.__main__ import main
 from ase_density.study import grid
 from ase_density.study.grid import frozen_settings, load_or_freeze_settings
-from ase_density.study.summary import aggregate, feature_emergence, learning_curve_slopes, slopes_markdown
+from ase_density.study.summary import (aggregate, feature_emergence, learning_curve_slopes, saturation_markdown,
+                                      slopes_markdown)
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 
@@ -100,6 +101,10 @@ def test_slopes_recover_power_laws():
     assert slope["eps_l1"] == pytest.approx(-1.0)
     assert "eps_l2" not in slope  # l = 2 > lmax_o: not predicted, not fitted
     assert "| 1 | 1 | 8-64 | -0.50 | -0.25 | -1.00 | – |" in slopes_markdown([slope])
+    # at the largest size: seed means ± standard deviation (3 n^-0.5 (1.1 and 1/1.1) at n = 64)
+    spread = 0.375 * (1.1 - 1 / 1.1) / 2
+    row = f"| 1 | 1 | 10 | 2 | {0.375 * (1.1 + 1 / 1.1) / 2:.3f} ± {spread:.3f} | 0.707 ± 0.000 | 0.078 ± 0.000 | – |"
+    assert row in saturation_markdown(means)
 
 
 def test_density_error_by_l_matches_density_error(small_data):

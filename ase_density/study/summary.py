@@ -96,15 +96,22 @@ def slopes_markdown(slopes: Sequence[Dict]) -> str:
 
 def saturation_markdown(means: Sequence[Dict]) -> str:
     """Errors at the largest training-set size as a Markdown table, one row per (lmax_o, lmax_h):
-    seed means of every channel the model predicts (%), '–' for the others."""
+    seed means of every channel the model predicts (%), ± the standard deviation over seeds where
+    there are several, '–' for the channels it does not predict."""
     n_max = max(entry["n_train"] for entry in means)
-    lines = [f"Test-set errors (%, seed means) at n_train = {n_max}:", "",
-             "| lmax_o | lmax_h | parameters | " + " | ".join(CHANNELS) + " |",
-             "|" + "---|" * (3 + len(CHANNELS))]
+    lines = [f"Test-set errors (%, mean ± standard deviation over seeds) at n_train = {n_max}:", "",
+             "| lmax_o | lmax_h | parameters | seeds | " + " | ".join(CHANNELS) + " |",
+             "|" + "---|" * (4 + len(CHANNELS))]
+
+    def cell(entry, channel):
+        if channel not in entry or (channel_l(channel) is not None and channel_l(channel) > entry["lmax_o"]):
+            return "–"
+        spread = f" ± {entry[channel + '_std']:.3f}" if entry["n_seeds"] > 1 else ""
+        return f"{entry[channel]:.3f}{spread}"
+
     for entry in sorted((e for e in means if e["n_train"] == n_max), key=lambda e: (e["lmax_o"], e["lmax_h"])):
-        cells = [f"{entry[c]:.3f}" if c in entry and (channel_l(c) is None or channel_l(c) <= entry["lmax_o"])
-                 else "–" for c in CHANNELS]
-        lines.append(f"| {entry['lmax_o']} | {entry['lmax_h']} | {entry['n_parameters']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {entry['lmax_o']} | {entry['lmax_h']} | {entry['n_parameters']} | {entry['n_seeds']} | "
+                     + " | ".join(cell(entry, c) for c in CHANNELS) + " |")
     return "\n".join(lines) + "\n"
 
 
