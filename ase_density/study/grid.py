@@ -17,8 +17,6 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
-import numpy as np
-
 from ase_density.dataset import ReferenceData
 
 #: the grid of the published study (water clusters, training sizes in clusters)
@@ -94,7 +92,8 @@ class Settings:
             if "=" not in override:
                 raise StudyError(f"override {override!r} is not of the form key=value")
         for name in ("n_val", "max_steps", "patience_steps", "batch_size", "num_layers", "num_features"):
-            if min(np.atleast_1d(getattr(self, name))) < 1:
+            value = getattr(self, name)
+            if min((value,) if isinstance(value, int) else value) < 1:
                 raise StudyError(f"`{name}` must be >= 1, got {getattr(self, name)}")
 
     def features(self, lmax_h: int) -> int:
