@@ -85,6 +85,14 @@ def test_feature_norms_recorded_during_real_training(study):
             assert all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) > 1  # they change
 
 
+def test_validation_interval_in_steps(study):
+    """--quick validates every 4 steps: every 2nd epoch at n_train = 4 (2 steps per epoch), and the
+    best checkpoint, written after validation, still loads (the evaluation read it)."""
+    for n_train, epochs in ((4, {1, 3}), (8, {0, 1})):
+        metrics = rows(study / "runs" / f"n{n_train:04d}_o1_h0_s0" / "metrics" / "version_0" / "metrics.csv")
+        assert {int(r["epoch"]) for r in metrics if r["val0_epoch/weighted_sum"]} == epochs, n_train
+
+
 def test_rerun_trains_and_evaluates_nothing(study):
     stamps = {p: p.stat().st_mtime_ns for p in study.glob("runs/*/*.json")}
     runs = grid_runs(LMAX_H, [LMAX_O], QUICK_GRID["sizes"], 1)

@@ -48,8 +48,21 @@ def test_overrides_scale_patience_with_training_set_size(tmp_path):
     assert large["lr_patience"] == "1" and small["max_steps"] == large["max_steps"] == "1000"
     assert (small["lmax_h"], small["lmax_o"], small["n_train"]) == ("2", "1", "8")
     assert small["trainer.accelerator"] == "cpu" and small["feature_norm_every"] == "10"
+    assert "val_every_epochs" not in small  # every epoch: no override, so older frozen templates still work
     with pytest.raises(StudyError, match="key=value"):
         Settings(train_data="a", test_data="b", overrides=["oops"])
+
+
+def test_validation_interval_in_steps_is_whole_epochs_and_scales_patience():
+    settings = Settings(train_data="pool.h5", test_data="test.h5", patience_steps=500, validation_steps=64, batch_size=4)
+    small = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 8, 0)))
+    large = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 256, 0)))
+    odd = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 100, 0)))
+    assert (small["val_every_epochs"], large["val_every_epochs"], odd["val_every_epochs"]) == ("32", "1", "3")
+    # patience counts validation checks: 500 steps = 8 checks of 64 steps at every size
+    assert small["patience"] == large["patience"] == "8" and small["lr_patience"] == "2"
+    with pytest.raises(StudyError, match="validation_steps"):
+        Settings(train_data="a", test_data="b", validation_steps=0)
 
 
 def test_num_features_per_lmax_h_for_equal_parameter_counts(tmp_path):

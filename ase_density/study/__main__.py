@@ -13,8 +13,8 @@ from .grid import FULL_GRID, QUICK_GRID, Settings, StudyError, frozen_settings, 
 from .runner import report, run_study
 
 #: ``--quick``: settings for tiny data (the fixture) that train each run in seconds
-QUICK_SETTINGS = {"n_val": 2, "max_steps": 8, "patience_steps": 8, "batch_size": 2, "num_layers": 1,
-                  "num_features": 4, "grid_level": 1}
+QUICK_SETTINGS = {"n_val": 2, "max_steps": 8, "patience_steps": 8, "validation_steps": 4, "batch_size": 2,
+                  "num_layers": 1, "num_features": 4, "grid_level": 1}
 #: command-line flags that set :class:`~ase_density.study.grid.Settings` fields: (type, help)
 SETTING_FLAGS = {
     "train_data": (str, "training pool, HDF5 reference file (required for a new study)"),
@@ -23,6 +23,7 @@ SETTING_FLAGS = {
     "data_seed": (int, "seed of the pool's split"),
     "max_steps": (int, "optimizer steps per run"),
     "patience_steps": (int, "early-stopping patience in optimizer steps"),
+    "validation_steps": (int, "optimizer steps between validation checks, rounded up to whole epochs"),
     "batch_size": (int, "training structures per step"),
     "num_layers": (int, "NequIP convolutions"),
     "num_features": (int, "multiplicity of every hidden irrep: one value, or five, one per lmax_h = 0..4 "

@@ -56,7 +56,10 @@ class Settings:
         n_val: validation structures (early stopping, learning-rate schedule, best checkpoint)
         data_seed: seed of the pool's split
         max_steps: optimizer steps per run, the same at every training-set size
-        patience_steps: early-stopping patience in optimizer steps (converted to epochs per size)
+        patience_steps: early-stopping patience in optimizer steps (converted to validation checks per size)
+        validation_steps: optimizer steps between validation checks, rounded up to whole epochs
+            (1: every epoch). Small training sets have few steps per epoch; a larger value keeps
+            their validation cost in proportion to training
         batch_size: training structures per step
         num_layers, cutoff_radius: model depth and neighbour cutoff (Å)
         num_features: multiplicity of every hidden irrep; one value, or five: one per
@@ -71,6 +74,7 @@ class Settings:
     data_seed: int = 0
     max_steps: int = 1000
     patience_steps: int = 250
+    validation_steps: int = 1
     batch_size: int = 4
     num_layers: int = 2
     num_features: Union[int, Tuple[int, ...]] = 8
@@ -91,7 +95,7 @@ class Settings:
         for override in self.overrides:
             if "=" not in override:
                 raise StudyError(f"override {override!r} is not of the form key=value")
-        for name in ("n_val", "max_steps", "patience_steps", "batch_size", "num_layers", "num_features"):
+        for name in ("n_val", "max_steps", "patience_steps", "validation_steps", "batch_size", "num_layers", "num_features"):
             value = getattr(self, name)
             if min((value,) if isinstance(value, int) else value) < 1:
                 raise StudyError(f"`{name}` must be >= 1, got {getattr(self, name)}")
@@ -103,18 +107,22 @@ class Settings:
     def train_overrides(self, run: Run) -> List[str]:
         """``nequip-train`` overrides of the template for ``run``.
 
-        Patience is given in optimizer steps and converted to epochs of this training-set size, so
-        small and large training sets get the same budget in steps; recording the feature norms
+        Patience and the validation interval are given in optimizer steps and converted to epochs
+        of this training-set size, so small and large training sets get the same budget in steps
+        (the learning-rate schedule steps once per validation check); recording the feature norms
         every ``max_steps / 100`` steps gives about 100 records per run."""
         steps_per_epoch = math.ceil(run.n_train / self.batch_size)
-        patience = max(3, math.ceil(self.patience_steps / steps_per_epoch))
+        val_every_epochs = math.ceil(self.validation_steps / steps_per_epoch)
+        patience = max(3, math.ceil(self.patience_steps / (steps_per_epoch * val_every_epochs)))
+        # studies frozen before the interval existed have templates without the key: every epoch
+        interval = [f"val_every_epochs={val_every_epochs}"] if self.validation_steps > 1 else []
         return [
             f"data_file={self.train_data}", f"n_val={self.n_val}", f"data_seed={self.data_seed}",
             f"n_train={run.n_train}", f"seed={run.seed}", f"lmax_h={run.lmax_h}", f"lmax_o={run.lmax_o}",
             f"num_layers={self.num_layers}", f"num_features={self.features(run.lmax_h)}",
             f"cutoff_radius={self.cutoff_radius}", f"batch_size={self.batch_size}",
             f"max_steps={self.max_steps}", f"patience={patience}", f"lr_patience={max(1, patience // 3)}",
-            f"feature_norm_every={max(1, self.max_steps // 100)}",
+            f"feature_norm_every={max(1, self.max_steps // 100)}", *interval,
             *self.overrides,
         ]
 
