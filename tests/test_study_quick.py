@@ -5,6 +5,10 @@ training, frozen settings."""
 import csv
 import json
 import math
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ pytest.importorskip("nequip")
 from ase_density.study import QUICK_GRID, Run, Settings, StudyError, grid_runs, run_study  # noqa: E402
 from ase_density.study.__main__ import main  # noqa: E402
 from ase_density.study.grid import frozen_settings  # noqa: E402
-from ase_density.study.training import is_trained, run_dir  # noqa: E402
+from ase_density.study.training import CHECKPOINT, is_trained, run_dir  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 LMAX_H = [0, 1]
@@ -111,3 +115,32 @@ def test_failed_run_is_reported_and_left_for_a_retry(tmp_path):
         run_study(tmp_path / "broken", settings, [run])
     assert not is_trained(tmp_path / "broken", run)
     assert "no_such_key" in (run_dir(tmp_path / "broken", run) / "nequip-train.out").read_text()
+
+
+def _terminate_training(directory: Path, timeout: float = 300.0) -> None:
+    """Send SIGTERM to the nequip-train process of ``directory`` once it has written a checkpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (directory / CHECKPOINT).exists():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if f"hydra.run.dir={directory}".encode() in cmdline.read_bytes().split(b"\0"):
+                        os.kill(int(cmdline.parent.name), signal.SIGTERM)
+                        return
+                except (OSError, ValueError):
+                    continue
+        time.sleep(0.2)
+
+
+def test_killed_run_is_not_marked_finished(tmp_path):
+    """Lightning exits with status 0 on SIGTERM and leaves a checkpoint: the run must stay unfinished."""
+    settings = Settings(train_data=str(FIXTURE), test_data=str(FIXTURE), n_val=2, max_steps=100_000,
+                        patience_steps=100_000, batch_size=2, num_layers=1, num_features=4)
+    run = Run(0, 0, 4, 0)
+    killer = threading.Thread(target=_terminate_training, args=(run_dir(tmp_path / "killed", run),))
+    killer.start()
+    with pytest.raises(StudyError, match="without finishing"):
+        run_study(tmp_path / "killed", settings, [run])
+    killer.join()
+    assert not is_trained(tmp_path / "killed", run)
+    assert (run_dir(tmp_path / "killed", run) / CHECKPOINT).exists()  # a checkpoint proves nothing

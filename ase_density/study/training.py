@@ -29,6 +29,9 @@ TRAIN_MARKER = "train.json"
 CHECKPOINT = "best.ckpt"
 #: stdout and stderr of nequip-train (``train.log`` is Hydra's own log file)
 OUTPUT = "nequip-train.out"
+#: nequip-train's last log line of a training that ran to its end. Lightning exits with status 0
+#: on SIGTERM too (a killed run leaves a checkpoint as well), so the status alone proves nothing.
+FINISHED_LINE = "TRAIN RUN END"
 
 
 class TrainingError(RuntimeError):
@@ -72,8 +75,9 @@ def train(study_dir: Path, settings: Settings, run: Run) -> Path:
     """Train ``run`` unless it has finished before; returns its directory.
 
     A directory without the finish marker (a killed or failed run) is deleted and the run starts
-    over. On success the marker ``train.json`` (command, wall time in s) is written last; on failure
-    :class:`TrainingError` carries the tail of the output."""
+    over. On success (nequip-train reached its end) the marker ``train.json`` (command, wall time
+    in s) is written last; on failure, a kill included, :class:`TrainingError` carries the tail of
+    the output."""
     directory = run_dir(study_dir, run)
     if is_trained(study_dir, run):
         return directory
@@ -86,10 +90,10 @@ def train(study_dir: Path, settings: Settings, run: Run) -> Path:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory,
                                 env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     seconds = time.perf_counter() - start
-    if result.returncode != 0 or not (directory / CHECKPOINT).exists():
-        tail = (directory / OUTPUT).read_text()[-3000:]
+    output = (directory / OUTPUT).read_text()
+    if result.returncode != 0 or not (directory / CHECKPOINT).exists() or FINISHED_LINE not in output:
         raise TrainingError(f"run {run.name}: nequip-train exited with {result.returncode} after {seconds:.0f} s "
-                            f"(output: {directory / OUTPUT}):\n{tail}")
+                            f"without finishing (output: {directory / OUTPUT}):\n{output[-3000:]}")
     marker = {"command": command, "wall_seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (directory / TRAIN_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return directory
