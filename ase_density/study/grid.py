@@ -95,7 +95,8 @@ class Settings:
         for override in self.overrides:
             if "=" not in override:
                 raise StudyError(f"override {override!r} is not of the form key=value")
-        for name in ("n_val", "max_steps", "patience_steps", "validation_steps", "batch_size", "num_layers", "num_features"):
+        for name in ("n_val", "max_steps", "patience_steps", "validation_steps", "batch_size", "num_layers",
+                     "num_features"):
             value = getattr(self, name)
             if min((value,) if isinstance(value, int) else value) < 1:
                 raise StudyError(f"`{name}` must be >= 1, got {getattr(self, name)}")
