@@ -12,8 +12,8 @@ from ase_density.study import Run, Settings, StudyError, grid_runs
 from ase_density.study.__main__ import main
 from ase_density.study import grid
 from ase_density.study.grid import frozen_settings, load_or_freeze_settings
-from ase_density.study.summary import (aggregate, feature_emergence, learning_curve_slopes, saturation_markdown,
-                                      slopes_markdown)
+from ase_density.study.summary import (aggregate, feature_emergence, learning_curve_slopes,
+                                      learning_curves_markdown, saturation_markdown, slopes_markdown)
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 
@@ -118,6 +118,11 @@ def test_slopes_recover_power_laws():
     spread = 0.375 * (1.1 - 1 / 1.1) / 2
     row = f"| 1 | 1 | 10 | 2 | {0.375 * (1.1 + 1 / 1.1) / 2:.3f} ± {spread:.3f} | 0.707 ± 0.000 | 0.078 ± 0.000 | – |"
     assert row in saturation_markdown(means)
+    curves = learning_curves_markdown(means + aggregate([{**rows[0], "lmax_h": 2, "seed": 0}]))
+    assert "| lmax_h | 8 | 16 | 32 | 64 |" in curves
+    first = 3 * 8 ** -0.5
+    assert f"| 1 | {first * (1.1 + 1 / 1.1) / 2:.3f} ± {first * (1.1 - 1 / 1.1) / 2:.3f} | " in curves
+    assert f"| 2 | {first * 1.1:.3f} |  |  |  |" in curves  # one seed, one size
 
 
 def test_density_error_by_l_matches_density_error(small_data):

@@ -4,6 +4,7 @@ Files written into the study directory: ``summary.csv`` (one row per run), ``sum
 (means and standard deviations over seeds per (lmax_h, lmax_o, n_train)), ``slopes.csv`` and
 ``slopes.md`` (fitted learning-curve exponents b of log(error) = a + b log(n_train)),
 ``saturation.md`` (errors at the largest training-set size per (lmax_o, lmax_h)),
+``learning_curves.md`` (total error per lmax_h and training-set size, one table per lmax_o),
 ``emergence.csv`` and ``emergence.md`` (when the hidden features of each l grow during training,
 from the feature-norm records).
 """
@@ -102,17 +103,36 @@ def saturation_markdown(means: Sequence[Dict]) -> str:
     lines = [f"Test-set errors (%, mean ± standard deviation over seeds) at n_train = {n_max}:", "",
              "| lmax_o | lmax_h | parameters | seeds | " + " | ".join(CHANNELS) + " |",
              "|" + "---|" * (4 + len(CHANNELS))]
-
-    def cell(entry, channel):
-        if channel not in entry or (channel_l(channel) is not None and channel_l(channel) > entry["lmax_o"]):
-            return "–"
-        spread = f" ± {entry[channel + '_std']:.3f}" if entry["n_seeds"] > 1 else ""
-        return f"{entry[channel]:.3f}{spread}"
-
     for entry in sorted((e for e in means if e["n_train"] == n_max), key=lambda e: (e["lmax_o"], e["lmax_h"])):
         lines.append(f"| {entry['lmax_o']} | {entry['lmax_h']} | {entry['n_parameters']} | {entry['n_seeds']} | "
-                     + " | ".join(cell(entry, c) for c in CHANNELS) + " |")
+                     + " | ".join(_mean_cell(entry, c) for c in CHANNELS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_cell(entry: Dict, channel: str) -> str:
+    """A table cell: the seed mean of ``channel`` (%), ± the standard deviation where there are
+    several seeds, '–' for a channel the model does not predict."""
+    if channel not in entry or (channel_l(channel) is not None and channel_l(channel) > entry["lmax_o"]):
+        return "–"
+    spread = f" ± {entry[channel + '_std']:.3f}" if entry["n_seeds"] > 1 else ""
+    return f"{entry[channel]:.3f}{spread}"
+
+
+def learning_curves_markdown(means: Sequence[Dict], channel: str = "eps_total") -> str:
+    """The learning curves as Markdown tables, one per lmax_o: ``channel`` (%, seed mean ± standard
+    deviation where there are several seeds) with a row per lmax_h and a column per n_train
+    ('' where that size was not run)."""
+    blocks = []
+    for lmax_o in sorted({e["lmax_o"] for e in means}):
+        curve = {(e["lmax_h"], e["n_train"]): e for e in means if e["lmax_o"] == lmax_o}
+        sizes = sorted({n for _, n in curve})
+        lines = [f"{channel} (%) at lmax_o = {lmax_o}, by training-set size:", "",
+                 "| lmax_h | " + " | ".join(map(str, sizes)) + " |", "|" + "---|" * (1 + len(sizes))]
+        for lmax_h in sorted({h for h, _ in curve}):
+            cells = [_mean_cell(curve[lmax_h, n], channel) if (lmax_h, n) in curve else "" for n in sizes]
+            lines.append(f"| {lmax_h} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 def write_summary(study_dir: Path, results: Sequence[Dict]) -> Dict:
@@ -126,6 +146,7 @@ def write_summary(study_dir: Path, results: Sequence[Dict]) -> Dict:
     (study_dir / "summary.json").write_text(json.dumps({"means": means, "slopes": slopes}, indent=1) + "\n")
     if means:
         (study_dir / "saturation.md").write_text(saturation_markdown(means))
+        (study_dir / "learning_curves.md").write_text(learning_curves_markdown(means))
     if slopes:
         _write_csv(study_dir / "slopes.csv", slopes)
         (study_dir / "slopes.md").write_text(slopes_markdown(slopes))
