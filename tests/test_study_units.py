@@ -18,6 +18,11 @@ from ase_density.study.summary import (aggregate, feature_emergence, learning_cu
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 
 
+def overrides(settings: Settings, run: Run) -> dict:
+    """{key: value} of the nequip-train overrides of ``run``."""
+    return dict(o.split("=", 1) for o in settings.train_overrides(run))
+
+
 def test_grid_order_names_and_seeds():
     runs = grid_runs([1, 0], [0], [16, 8], repeats=2, seed=5)
     assert [r.n_train for r in runs] == [8] * 4 + [16] * 4  # smallest training sets first
@@ -39,11 +44,7 @@ def test_overrides_scale_patience_with_training_set_size(tmp_path):
     settings = Settings(train_data="pool.h5", test_data="test.h5", max_steps=1000, patience_steps=200, batch_size=4,
                         overrides=["trainer.accelerator=cpu"])
     assert Path(settings.train_data).is_absolute()
-
-    def as_dict(run):
-        return dict(o.split("=", 1) for o in settings.train_overrides(run))
-
-    small, large = as_dict(Run(2, 1, 8, 0)), as_dict(Run(2, 1, 256, 0))
+    small, large = overrides(settings, Run(2, 1, 8, 0)), overrides(settings, Run(2, 1, 256, 0))
     assert small["patience"] == "100" and large["patience"] == "4"  # 2 and 64 steps per epoch
     assert large["lr_patience"] == "1" and small["max_steps"] == large["max_steps"] == "1000"
     assert (small["lmax_h"], small["lmax_o"], small["n_train"]) == ("2", "1", "8")
@@ -54,10 +55,9 @@ def test_overrides_scale_patience_with_training_set_size(tmp_path):
 
 
 def test_validation_interval_in_steps_is_whole_epochs_and_scales_patience():
-    settings = Settings(train_data="pool.h5", test_data="test.h5", patience_steps=500, validation_steps=64, batch_size=4)
-    small = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 8, 0)))
-    large = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 256, 0)))
-    odd = dict(o.split("=", 1) for o in settings.train_overrides(Run(2, 4, 100, 0)))
+    settings = Settings(train_data="pool.h5", test_data="test.h5", patience_steps=500, validation_steps=64,
+                        batch_size=4)
+    small, large, odd = (overrides(settings, Run(2, 4, n, 0)) for n in (8, 256, 100))
     assert (small["val_every_epochs"], large["val_every_epochs"], odd["val_every_epochs"]) == ("32", "1", "3")
     # patience counts validation checks: 500 steps = 8 checks of 64 steps at every size
     assert small["patience"] == large["patience"] == "8" and small["lr_patience"] == "2"
@@ -67,8 +67,7 @@ def test_validation_interval_in_steps_is_whole_epochs_and_scales_patience():
 
 def test_num_features_per_lmax_h_for_equal_parameter_counts(tmp_path):
     settings = Settings(train_data=str(FIXTURE), test_data=str(FIXTURE), num_features=[28, 16, 11, 8, 6])
-    features = {h: dict(o.split("=", 1) for o in settings.train_overrides(Run(h, 4, 8, 0)))["num_features"]
-                for h in range(5)}
+    features = {h: overrides(settings, Run(h, 4, 8, 0))["num_features"] for h in range(5)}
     assert features == {0: "28", 1: "16", 2: "11", 3: "8", 4: "6"}
     study = tmp_path / "study"
     load_or_freeze_settings(study, settings)
