@@ -9,12 +9,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 LIMIT=${LIMIT:-480}  # s
-study=${STUDY:-results/hierarchy_default_size}
+export STUDY=${STUDY:-results/hierarchy_default_size}  # also read by default_size.sh
 export OMP_NUM_THREADS=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU: the runs train on the CPU"
 start=$SECONDS
 # shellcheck disable=SC2086
 timeout "$LIMIT" bash examples/hierarchy/default_size.sh --sizes ${SIZES:-64 128 256} --jobs "${JOBS:-15}" --no-eval
 # the study's trainings that the limit cut off (timeout signals only the runner)
-pkill -TERM -f "nequip-train -cp $(realpath "$study")/config" && sleep 5
-echo "wall time: $((SECONDS - start)) s; finished runs: $(ls "$study"/runs/*/train.json 2>/dev/null | wc -l)"
+pkill -TERM -f "nequip-train -cp $(realpath "$STUDY")/config" && sleep 5
+echo "wall time: $((SECONDS - start)) s; finished runs: $(ls "$STUDY"/runs/*/train.json 2>/dev/null | wc -l)"
