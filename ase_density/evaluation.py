@@ -3,8 +3,10 @@
 Per structure: eps_rho (%) of the predicted density against the fitted reference and, where the
 file stores the DFT density matrix, against the full DFT density (PySCF grid); the dipole error
 (Debye) against the DFT dipole and against the fitted reference's dipole; per-atom charge errors
-(e) against the fitted reference's charges; the electron-count error of the uncorrected model
-output. Over the file: means, and the RMSE of the (corrected) coefficients per element and l.
+(e) against the fitted reference's charges; the electrostatic errors of
+:func:`ase_density.electrostatics.electrostatic_errors` (per-water net charges, and the dipole
+error split into molecular net charges, charge flow within molecules and atomic l = 1 moments);
+the electron-count error of the uncorrected model output. Over the file: means, and the RMSE of the (corrected) coefficients per element and l.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import numpy as np
 from ase.units import Debye
 
 from . import density
+from .electrostatics import ELECTROSTATIC_FIELDS, electrostatic_errors
 from .dataset import file_sha256
 
 #: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
 SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",
-                  "charge_mae", "charge_max_error", "n_electrons_error")
+                  "charge_mae", "charge_max_error", "n_electrons_error") + tuple(
+    name for name in ELECTROSTATIC_FIELDS if name != "charge_mae")
 
 
 def check_same_basis(model_basis, data_basis):
@@ -51,8 +55,9 @@ def evaluate_structure(atoms, result, basis, density_matrix=None, orbital_basis=
         "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
         "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
         "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - mu_fit)),
-        "charge_mae": float(np.mean(np.abs(dq))), "charge_max_error": float(np.max(np.abs(dq))),
+        "charge_max_error": float(np.max(np.abs(dq))),
         "n_electrons_error": density.electron_count(atoms, result["density_coefficients_uncorrected"], basis) - n_true,
+        **electrostatic_errors(atoms, pred, ref, basis),
     }
 
 

@@ -1,0 +1,152 @@
+"""Electrostatics of a density in the auxiliary basis: where its charge sits, and why a dipole is wrong.
+
+Plain functions on plain arrays (positions in Å, coefficients in atomic units, e3nn layout):
+
+- :func:`s_primitives`: the s functions of an element as Gaussian charges (exponent, charge per
+  unit coefficient); they carry all of a density's charge, and their Coulomb interaction between
+  any two centres is analytic, erf(sqrt(a b / (a + b)) R) / R per unit charges.
+- :func:`s_coulomb_matrix`: the exact multi-centre Coulomb metric (P|1/r12|Q) (Hartree per
+  coefficient²) between all s functions of a structure.
+- :func:`water_charges`: net charge of each water molecule (e), found by connectivity.
+- :func:`dipole_components`: the dipole split into (a) net charges of molecules at their centres,
+  (b) charge flow within molecules and (c) the atomic l = 1 moments; the three add up to the dipole.
+- :func:`electrostatic_errors`: the per-structure electrostatic metrics of a predicted density
+  against a reference (charges, water net charges, the dipole error and its split).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from ase.units import Bohr, Debye
+from scipy.special import erf
+
+from . import density
+from .validation import StructureError, find_waters
+
+#: keys of :func:`electrostatic_errors` (Debye for dipoles, e for charges)
+ELECTROSTATIC_FIELDS = ("charge_mae", "water_charge_mae", "water_charge_reference_mean_abs",
+                        "dipole_error_net_charges", "dipole_error_charge_flow", "dipole_error_atomic_moments")
+
+
+def s_primitives(basis, symbol: str) -> tuple:
+    """The s functions of ``symbol`` as primitive Gaussian charges: (exponents (1/Bohr²),
+    charges (e per unit coefficient), columns (the e3nn layout column each primitive belongs
+    to)), each of shape (n_primitives,). A coefficient c on column j puts charge c·charges[k]
+    on every primitive k of that column; summed over a column's primitives the charges are the
+    function's integral (:meth:`AuxBasis.moments`)."""
+    mol = basis.aux_mole([symbol], np.zeros((1, 3)))
+    exponents, charges, columns = [], [], []
+    column = 0
+    for ib in range(mol.nbas):
+        if mol.bas_angular(ib) != 0:
+            break  # shells are sorted by l: the s functions are the first columns, in PySCF order
+        a = mol.bas_exp(ib)
+        c = mol._libcint_ctr_coeff(ib)  # (nprim, nctr), normalisation included
+        for k in range(c.shape[1]):
+            exponents += list(a)
+            charges += list(c[:, k] * (np.pi / a) ** 1.5 / (2 * math.sqrt(math.pi)))
+            columns += [column] * len(a)
+            column += 1
+    exponents, charges, columns = np.array(exponents), np.array(charges), np.array(columns, dtype=int)
+    integrals = basis.moments(symbol)[0]
+    if not np.allclose(np.bincount(columns, weights=charges, minlength=column), integrals[:column], rtol=1e-10):
+        raise ValueError(f"s functions of {symbol} in basis {basis.name!r} do not match the layout's integrals")
+    return exponents, charges, columns
+
+
+def gaussian_charge_coulomb(exponents_a, exponents_b, distances) -> np.ndarray:
+    """Coulomb energy (Hartree) of two unit Gaussian charges (a/π)^{3/2} exp(-a r²) at
+    ``distances`` (Bohr): erf(sqrt(p) R) / R with p = a b / (a + b), and 2 sqrt(p/π) at R = 0.
+    Arguments broadcast."""
+    p = exponents_a * exponents_b / (exponents_a + exponents_b)
+    r = np.asarray(distances, dtype=float)
+    safe = np.where(r > 1e-12, r, 1.0)
+    return np.where(r > 1e-12, erf(np.sqrt(p) * safe) / safe, 2.0 * np.sqrt(p / np.pi))
+
+
+def s_coulomb_matrix(atoms, basis) -> tuple:
+    """The exact Coulomb metric (P|1/r12|Q) (Hartree per coefficient²) between all s functions of
+    ``atoms``, across atoms. Returns (matrix (n_s, n_s), index (n_s, 2) of (atom, e3nn column))."""
+    primitives = {sym: s_primitives(basis, sym) for sym in set(atoms.get_chemical_symbols())}
+    exps, charges, owner, centres, index = [], [], [], [], []
+    positions = atoms.get_positions() / Bohr
+    for i, sym in enumerate(atoms.get_chemical_symbols()):
+        a, q, col = primitives[sym]
+        exps.append(a)
+        charges.append(q)
+        owner.append(col + len(index))
+        centres.append(np.repeat(positions[i:i + 1], len(a), axis=0))
+        index += [(i, j) for j in range(col.max() + 1)]
+    exps, charges, owner, centres = map(np.concatenate, (exps, charges, owner, centres))
+    r = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    primitive = charges[:, None] * charges[None] * gaussian_charge_coulomb(exps[:, None], exps[None], r)
+    n = len(index)
+    fold = np.zeros((n, len(owner)))
+    fold[owner, np.arange(len(owner))] = 1.0
+    return fold @ primitive @ fold.T, np.array(index, dtype=int)
+
+
+def water_charges(atoms, coefficients, basis, waters=None) -> np.ndarray:
+    """Net charge (e) of each water molecule, shape (n_waters,); ``waters`` (n, 3) atom indices
+    (default: found by O–H connectivity, :func:`ase_density.validation.find_waters`)."""
+    waters = find_waters(atoms) if waters is None else np.asarray(waters, dtype=int).reshape(-1, 3)
+    return density.atomic_charges(atoms, coefficients, basis)[waters].sum(axis=1)
+
+
+def _centres(atoms, molecules) -> np.ndarray:
+    """(n_atoms, 3) centre of nuclear charge (Å) of the molecule each atom belongs to."""
+    z, pos = atoms.numbers.astype(float), atoms.get_positions()
+    centre = np.empty_like(pos)
+    for m in molecules:
+        centre[m] = z[m] @ pos[m] / z[m].sum()
+    return centre
+
+
+def dipole_components(atoms, coefficients, basis, molecules=None, origin=None) -> dict:
+    """The dipole (e·Å) about ``origin`` (Å; default the structure's centre of nuclear charge) as
+    the sum of three vectors, each (3,):
+
+    - ``net_charges``: Σ_M Q_M (R_M - o), the net charge of each molecule M at its centre of
+      nuclear charge R_M;
+    - ``charge_flow``: Σ_M Σ_{A∈M} q_A (R_A - R_M), charge moved between the atoms of a molecule;
+    - ``atomic_moments``: -Σ_A ∫(r - R_A) rho_A dr, the l = 1 moments of each atom's functions.
+
+    ``molecules``: a list of atom-index arrays covering every atom once (default: the waters
+    found by connectivity)."""
+    molecules = list(find_waters(atoms)) if molecules is None else [np.asarray(m, dtype=int) for m in molecules]
+    covered = np.sort(np.concatenate(molecules)) if molecules else np.zeros(0, dtype=int)
+    if not np.array_equal(covered, np.arange(len(atoms))):
+        raise StructureError("the molecules must cover every atom exactly once")
+    z, pos = atoms.numbers.astype(float), atoms.get_positions()
+    o = z @ pos / z.sum() if origin is None else np.asarray(origin, dtype=float)
+    charges = density.atomic_charges(atoms, coefficients, basis)
+    centre = _centres(atoms, molecules)
+    # each atom's term about its own nucleus: the l = 1 moment of its functions
+    atomic = density.atomic_dipole_contributions(atoms, coefficients, basis, origin=pos)
+    return {"net_charges": charges @ (centre - o), "charge_flow": charges @ (pos - centre),
+            "atomic_moments": atomic.sum(axis=0)}
+
+
+def electrostatic_errors(atoms, coefficients, reference_coefficients, basis) -> dict:
+    """Per-structure electrostatic errors of a density against a reference density (both
+    coefficient arrays on ``atoms``): ``charge_mae`` (e, per atom), ``water_charge_mae`` (e, per
+    water molecule; None if ``atoms`` is not whole waters), ``water_charge_reference_mean_abs``
+    (e, the reference's own mean |water net charge|: the real charge transfer), and the norm
+    (Debye) of each part of the dipole error (:func:`dipole_components` of the difference,
+    about the centre of nuclear charge)."""
+    dq = density.atomic_charges(atoms, coefficients, basis) - density.atomic_charges(atoms, reference_coefficients, basis)
+    out = {"charge_mae": float(np.mean(np.abs(dq)))}
+    try:
+        waters = find_waters(atoms)
+    except StructureError:
+        return {**out, **{k: None for k in ELECTROSTATIC_FIELDS if k not in out}}
+    ref_water = water_charges(atoms, reference_coefficients, basis, waters)
+    out["water_charge_mae"] = float(np.mean(np.abs(water_charges(atoms, coefficients, basis, waters) - ref_water)))
+    out["water_charge_reference_mean_abs"] = float(np.mean(np.abs(ref_water)))
+    pred = dipole_components(atoms, coefficients, basis, list(waters))
+    ref = dipole_components(atoms, reference_coefficients, basis, list(waters))
+    for name in pred:
+        out[f"dipole_error_{name}"] = float(np.linalg.norm(pred[name] - ref[name]) / Debye)
+    return out
