@@ -1,0 +1,245 @@
+"""Electrostatics of fitted densities (numpy) and the training losses that see them (torch)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.units import Debye
+from e3nn import o3
+from nequip.data import AtomicDataDict, from_dict
+from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
+from nequip.utils.global_state import set_global_state
+
+from ase_density import density, electrostatics
+from ase_density.dataset import ReferenceData
+from ase_density.reference import compute_reference
+from nequip_plugin.metrics import (AtomicPopulation, DensityLoss, DensityMetrics, StructureCoulombError,
+                                   StructureDipole, WaterCharge)
+
+FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
+BASIS = "def2-universal-jfit-decontract"
+TYPES = ["H", "O"]
+KEY = "density_coefficients"
+
+
+@pytest.fixture(scope="module")
+def dimer_reference(aux_basis):
+    """PBE0/def2-SVP water dimer and its constrained Coulomb fit (a real density)."""
+    atoms = molecule("H2O")
+    other = molecule("H2O")
+    other.rotate(120, "z")
+    other.translate([2.9, 0.3, 0.2])
+    atoms += other
+    return atoms, compute_reference(atoms, basis=aux_basis)
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Structures of the test fixture with their fitted coefficients (3-water and larger first)."""
+    data = ReferenceData(FIXTURE)
+    frames = sorted((data[i] for i in range(len(data))), key=len, reverse=True)
+    return data.basis, frames[:3]
+
+
+# --- numpy: the physics on real densities ---
+
+def test_s_coulomb_matrix_is_pyscf_int2c2e(labelled):
+    basis, frames = labelled
+    atoms = frames[0]
+    matrix, index = electrostatics.s_coulomb_matrix(atoms, basis)
+    auxmol = basis.aux_mole(atoms.get_chemical_symbols(), atoms.get_positions())
+    offsets = np.cumsum([0] + [basis.element(s).size for s in atoms.get_chemical_symbols()])
+    flat = [offsets[a] + j for a, j in index]
+    np.testing.assert_allclose(matrix, auxmol.intor("int2c2e")[np.ix_(flat, flat)], atol=1e-7, rtol=1e-7)
+
+
+def test_dipole_components_add_up_to_the_dft_dipole(dimer_reference, aux_basis):
+    atoms, reference = dimer_reference
+    parts = electrostatics.dipole_components(atoms, reference.coefficients, aux_basis)
+    total = sum(parts.values())
+    # the fit is neutral, so its dipole does not depend on the origin of dipole_moment
+    np.testing.assert_allclose(total, density.dipole_moment(atoms, reference.coefficients, aux_basis), atol=1e-10)
+    # ... and it is the DFT dipole up to the aux-basis fit (0.03-0.05 D measured)
+    assert np.linalg.norm(total - reference.dipole) / Debye < 0.1
+    # each part is a real, non-trivial piece of a water dimer's ~2.5 D dipole
+    assert all(np.linalg.norm(v) / Debye > 0.01 for v in parts.values())
+
+
+def test_water_charges_are_the_real_charge_transfer(dimer_reference, aux_basis):
+    atoms, reference = dimer_reference
+    q = electrostatics.water_charges(atoms, reference.coefficients, aux_basis)
+    assert abs(q.sum()) < 1e-10  # neutral fit
+    assert 1e-4 < abs(q[0]) < 0.05  # a hydrogen-bonded dimer moves a few hundredths of an electron
+
+
+def test_electrostatic_errors_measure_moved_charge(labelled):
+    basis, frames = labelled
+    atoms = frames[0]
+    ref = atoms.arrays[KEY]
+    zero = electrostatics.electrostatic_errors(atoms, ref, ref, basis)
+    assert all(v == 0 for k, v in zero.items() if k != "water_charge_reference_mean_abs")
+    # move delta electrons from the first water's O to the second water's O through their first s function
+    waters = electrostatics.find_waters(atoms)
+    n0 = basis.moments("O")[0][0]
+    delta = 0.01
+    moved = ref.copy()
+    moved[waters[0][0], 0] -= delta / n0
+    moved[waters[1][0], 0] += delta / n0
+    errors = electrostatics.electrostatic_errors(atoms, moved, ref, basis)
+    np.testing.assert_allclose(errors["water_charge_mae"], 2 * delta / len(waters), rtol=1e-10)
+    z, pos = atoms.numbers, atoms.positions
+    centre = [z[w] @ pos[w] / z[w].sum() for w in waters[:2]]
+    o0, o1 = pos[waters[0][0]], pos[waters[1][0]]
+    np.testing.assert_allclose(errors["dipole_error_net_charges"],
+                               np.linalg.norm(delta * (centre[0] - centre[1])) / Debye, rtol=1e-8)
+    np.testing.assert_allclose(errors["dipole_error_charge_flow"],
+                               np.linalg.norm(delta * ((o0 - centre[0]) - (o1 - centre[1]))) / Debye, rtol=1e-8)
+    assert errors["dipole_error_atomic_moments"] < 1e-12
+
+
+def test_dipole_components_refuse_molecules_that_do_not_cover_the_atoms(labelled):
+    basis, frames = labelled
+    atoms = frames[0]
+    with pytest.raises(ValueError, match="cover every atom"):
+        electrostatics.dipole_components(atoms, atoms.arrays[KEY], basis, molecules=[[0, 1, 2]])
+
+
+# --- torch: the losses ---
+
+def _batch(frames, coefficients):
+    set_global_state()
+    mapper = ChemicalSpeciesToAtomTypeMapper(TYPES, {s: s for s in TYPES})
+    data = []
+    for atoms, c in zip(frames, coefficients):
+        data.append(mapper(from_dict({
+            AtomicDataDict.POSITIONS_KEY: atoms.get_positions(),
+            AtomicDataDict.ATOMIC_NUMBERS_KEY: atoms.get_atomic_numbers(),
+            AtomicDataDict.PBC_KEY: False, KEY: c})))
+    return AtomicDataDict.batched_from_list(data)
+
+
+def _noisy(frames, scale=2e-3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [np.where(np.isnan(a.arrays[KEY]), 0.0, a.arrays[KEY] + scale * rng.normal(size=a.arrays[KEY].shape))
+            for a in frames]
+
+
+LOSS_TERMS = {"structure_coulomb": 1.0, "population": 1.0, "dipole": 1.0}
+
+
+def _loss_values(frames, predictions):
+    target = _batch(frames, [a.arrays[KEY] for a in frames])
+    pred = _batch(frames, predictions)
+    manager = DensityLoss(BASIS, TYPES, l_max=4, mse=None, **LOSS_TERMS)
+    out = manager(pred, target)
+    return {k: out[k].item() for k in ("structure_coulomb", "population_mse", "dipole_mse")}
+
+
+def test_losses_vanish_at_the_reference_only(labelled):
+    _, frames = labelled
+    assert all(v == 0 for v in _loss_values(frames, [np.nan_to_num(a.arrays[KEY]) for a in frames]).values())
+    assert all(v > 0 for v in _loss_values(frames, _noisy(frames)).values())
+
+
+def test_losses_match_the_numpy_physics(labelled):
+    basis, frames = labelled
+    predictions = _noisy(frames)
+    values = _loss_values(frames, predictions)
+    dq, dmu, coulomb = [], [], []
+    for atoms, c in zip(frames, predictions):
+        ref = atoms.arrays[KEY]
+        dq.append(density.atomic_charges(atoms, c, basis) - density.atomic_charges(atoms, ref, basis))
+        origin = atoms.numbers @ atoms.positions / atoms.numbers.sum()
+        mu = [density.atomic_dipole_contributions(atoms, x, basis, origin=origin).sum(0) for x in (c, ref)]
+        dmu.append(mu[0] - mu[1])
+        delta = np.where(np.isnan(ref), 0.0, c - ref)
+        matrix, index = electrostatics.s_coulomb_matrix(atoms, basis)
+        s = np.array([delta[a, j] for a, j in index])
+        energy = s @ matrix @ s
+        for i, sym in enumerate(atoms.get_chemical_symbols()):
+            ls = basis.element(sym).function_l()
+            d = basis.e3nn_to_pyscf([sym], np.where(np.arange(basis.width) < len(ls), delta[i], np.nan)[None])
+            d = np.where(ls >= 1, d, 0.0)  # l is the same per column in both layouts
+            energy += d @ basis.aux_mole([sym], np.zeros((1, 3))).intor("int2c2e") @ d
+        coulomb.append(energy / len(atoms))
+    np.testing.assert_allclose(values["population_mse"], np.mean(np.concatenate(dq) ** 2), rtol=1e-10)
+    np.testing.assert_allclose(values["dipole_mse"], np.mean(np.concatenate(dmu) ** 2), rtol=1e-10)
+    np.testing.assert_allclose(values["structure_coulomb"], np.mean(coulomb), rtol=1e-8)
+
+
+def _rotate(atoms, coefficients, basis, rotation):
+    """(rotated atoms carrying rotated reference coefficients, rotated ``coefficients``)."""
+    def turn(c):
+        out = np.array(c, dtype=float)
+        for i, sym in enumerate(atoms.get_chemical_symbols()):
+            n = basis.element(sym).size
+            out[i, :n] = o3.Irreps(basis.irreps(sym)).D_from_matrix(torch.as_tensor(rotation)).numpy() @ c[i, :n]
+        return out
+
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.T
+    rotated.arrays[KEY] = turn(atoms.arrays[KEY])
+    return rotated, turn(coefficients)
+
+
+def test_losses_are_invariant_under_rotation_and_permutation(labelled):
+    basis, frames = labelled
+    predictions = _noisy(frames)
+    values = _loss_values(frames, predictions)
+    from scipy.spatial.transform import Rotation
+
+    rotation = Rotation.random(random_state=3).as_matrix()
+    rotated, rotated_predictions = zip(*(_rotate(a, c, basis, rotation) for a, c in zip(frames, predictions)))
+    for name, value in _loss_values(list(rotated), list(rotated_predictions)).items():
+        np.testing.assert_allclose(value, values[name], rtol=1e-9, err_msg=name)
+    order = [np.random.default_rng(1).permutation(len(a)) for a in frames]
+    permuted = [a[o] for a, o in zip(frames, order)]
+    for name, value in _loss_values(permuted, [c[o] for c, o in zip(predictions, order)]).items():
+        np.testing.assert_allclose(value, values[name], rtol=1e-10, err_msg=name)
+
+
+def test_loss_gradients_are_exact(labelled):
+    _, frames = labelled
+    frames = frames[:2]
+    target = _batch(frames, [a.arrays[KEY] for a in frames])
+    start = torch.as_tensor(np.concatenate(_noisy(frames)))
+    for name in LOSS_TERMS:
+        manager = DensityLoss(BASIS, TYPES, l_max=4, mse=None, **{name: 1.0})
+
+        def loss(x):
+            manager.reset()
+            pred = dict(target)
+            pred[KEY] = x
+            return manager(pred, target)["weighted_sum"]
+
+        x = start.clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-7, nondet_tol=1e-12), name
+
+
+def test_validation_metrics_report_electrostatics(labelled):
+    basis, frames = labelled
+    predictions = _noisy(frames)
+    metrics = DensityMetrics(BASIS, TYPES, l_max=4)
+    out = metrics(_batch(frames, predictions), _batch(frames, [a.arrays[KEY] for a in frames]))
+    dq = np.concatenate([np.abs(electrostatics.water_charges(a, c, basis) - electrostatics.water_charges(a, a.arrays[KEY], basis))
+                         for a, c in zip(frames, predictions)])
+    np.testing.assert_allclose(out["water_charge_mae"].item(), dq.mean(), rtol=1e-10)
+    errors = []
+    for a, c in zip(frames, predictions):
+        centre = a.numbers @ a.positions / a.numbers.sum()  # the noise is not neutral: a fixed origin
+        mu = [density.atomic_dipole_contributions(a, x, basis, origin=centre).sum(0) for x in (c, a.arrays[KEY])]
+        errors.append(np.linalg.norm(mu[0] - mu[1]) / Debye)
+    np.testing.assert_allclose(out["dipole_error_debye"].item(), np.mean(errors), rtol=1e-10)
+    assert {"charge_mae_H", "charge_mae_O", "structure_coulomb"} <= set(out)
+
+
+def test_modifiers_refuse_types_that_are_not_elements():
+    with pytest.raises(ValueError, match="not element symbols"):
+        AtomicPopulation(BASIS, ["H", "Ow"])
+    with pytest.raises(ValueError, match="H and O"):
+        WaterCharge(BASIS, ["H"])
+    with pytest.raises(ValueError, match=">= 0"):
+        DensityLoss(BASIS, TYPES, population=-1.0)
+    assert StructureDipole(BASIS, TYPES) is not None and StructureCoulombError(BASIS, TYPES) is not None
