@@ -1,5 +1,6 @@
-"""NequIP extension of ase-density: registers the per-atom field of density coefficients."""
+"""NequIP extension of ase-density: registers its per-atom fields (density coefficients, and the
+softness of the charge-equilibration readout)."""
 
 from nequip.data import register_fields
 
-register_fields(node_fields=["density_coefficients"])
+register_fields(node_fields=["density_coefficients", "charge_softness"])

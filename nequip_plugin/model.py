@@ -22,7 +22,10 @@ from nequip.nn.embedding import (
 
 from ase_density.basis import DEFAULT_AUXBASIS, AuxBasis
 
-from .nn import PerTypeLayout, PerTypeScalarScaleShift
+from .nn import ChargeEquilibration, PerTypeLayout, PerTypeScalarScaleShift
+
+#: node field of the softness that :class:`ChargeEquilibration` reads
+SOFTNESS_KEY = "charge_softness"
 
 LMAX_RANGE = range(0, 5)
 
@@ -94,6 +97,7 @@ def DensityModel(
     avg_num_neighbors: Optional[float] = None,
     coefficient_mean: Optional[Dict[str, List[float]]] = None,
     coefficient_std: Optional[Dict[str, List[float]]] = None,
+    charge_equilibration: bool = False,
 ):
     """Per-atom density coefficients ``density_coefficients`` (n_atoms, width), e3nn layout.
 
@@ -113,6 +117,9 @@ def DensityModel(
         coefficient_mean, coefficient_std: {element: per-column mean / std of its coefficients over the
             training set (a.u.)} from :class:`~nequip_plugin.data.CoefficientStatisticsManager`; the l = 0
             entries shift and scale the scalar outputs. ``None`` (both): no shift and scale.
+        charge_equilibration: end with :class:`~nequip_plugin.nn.ChargeEquilibration`: the readout
+            also predicts a softness per atom, and the missing electrons of each structure are
+            shared out by softness, so the output carries the exact electron count
     """
     for label, value in (("lmax_h", lmax_h), ("lmax_o", lmax_o)):
         if value not in LMAX_RANGE:
@@ -149,14 +156,32 @@ def DensityModel(
     # === readout convolution to the coefficient irreps, then per-element layout ===
     shared = output_multiplicities(aux, type_names, lmax_o)
     coefficient_irreps = o3.Irreps([(m, (l, (-1) ** l)) for l, m in sorted(shared.items())])
-    readout = InteractionBlock(irreps_in=irreps, irreps_out=coefficient_irreps, **conv_kwargs)
+    softness = {"scalar_column": coefficient_irreps.dim, "scalar_field": SOFTNESS_KEY} if charge_equilibration else {}
+    readout_irreps = coefficient_irreps + o3.Irreps("1x0e") if charge_equilibration else coefficient_irreps
+    readout = InteractionBlock(irreps_in=irreps, irreps_out=readout_irreps, **conv_kwargs)
     layout = PerTypeLayout(columns=layout_columns(aux, type_names, lmax_o), aux_basis_json=aux.to_json(),
-                           irreps_in=readout.irreps_out)
+                           irreps_in=readout.irreps_out, **softness)
     modules.update(readout=readout, layout=layout)
     if coefficient_mean is not None:
         columns, scales, shifts = _scalar_statistics(aux, type_names, coefficient_mean, coefficient_std)
         modules["scalar_scale_shift"] = PerTypeScalarScaleShift(
             type_names=type_names, columns=columns, scales=scales, shifts=shifts, width=aux.width,
             irreps_in=layout.irreps_out)
+    if charge_equilibration:
+        modules["charge_equilibration"] = _charge_equilibration(aux, type_names, modules[next(reversed(modules))].irreps_out)
     return SequentialGraphNetwork(modules)
+
+
+def _charge_equilibration(aux: AuxBasis, type_names: Sequence[str], irreps_in) -> ChargeEquilibration:
+    """:class:`ChargeEquilibration` for ``aux``: electrons go along the direction of the exact
+    electron-count correction (the one-centre Coulomb metric's, ``correction_directions``)."""
+    from ase.data import atomic_numbers
+
+    from ase_density.calculator import correction_directions
+
+    directions = correction_directions(aux)
+    integrals = {name: aux.moments(name)[0].tolist() for name in type_names}
+    normalised = {name: (directions[name] / (aux.moments(name)[0] @ directions[name])).tolist() for name in type_names}
+    return ChargeEquilibration(type_names=type_names, numbers=[float(atomic_numbers[n]) for n in type_names],
+                               integrals=integrals, directions=normalised, width=aux.width, irreps_in=irreps_in)
 

@@ -40,7 +40,9 @@ ROWS = {
     "population": {"training_module.loss.population": WEIGHTS["population"]},
     "dipole": {"training_module.loss.dipole": WEIGHTS["dipole"]},
     "all": {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
-    "all_x10": {f"training_module.loss.{k}": 10 * v for k, v in WEIGHTS.items()},
+    "charge_equilibration": {"training_module.model.charge_equilibration": "true"},
+    "all_charge_equilibration": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
+                                 "training_module.model.charge_equilibration": "true"},
 }
 MAX_STEPS = 2000
 GRID_LEVEL = 2
