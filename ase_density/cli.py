@@ -97,7 +97,7 @@ def _analyze(args):
             timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
             correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
             cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
-            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads)
+            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model)
     except (TrajectoryError, ValueError) as exc:  # unreadable input, bad frames, other settings, bad model
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -116,11 +116,18 @@ def _analyze(args):
     return 0
 
 
+def _add_trust_model(p):
+    p.add_argument("--trust-model", action="store_true",
+                   help="load a --model other than the shipped one: loading a model file runs code from it "
+                        "(see docs/model_files.md; or list its sha256 in $ASE_DENSITY_TRUSTED_MODELS)")
+
+
 def _add_analyze(sub):
     p = sub.add_parser("analyze", help="density analysis along an MD trajectory: dipoles, charges, IR spectrum")
     p.add_argument("trajectory", help="any trajectory ASE reads (.traj, extxyz, ...), streamed frame by frame")
     p.add_argument("-o", "--output", required=True, help="HDF5 file (created, or resumed with the same settings)")
     p.add_argument("--model", help="density model (.nequip.zip/.ckpt); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("--every", type=int, default=1, metavar="K", help="analyse every K-th frame")
     p.add_argument("--start", type=int, default=0, help="first frame (>= 0)")
     p.add_argument("--stop", type=int, help="stop before this frame (default: the end)")
@@ -153,7 +160,7 @@ def _predict(args):
     from .predictions import PredictionWriter
     from .validation import StructureError, validate_atoms
 
-    calc = DensityCalculator(model=args.model, device=args.device)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
     if args.cube:
         os.makedirs(args.cube, exist_ok=True)
     frames = enumerate(ase.io.iread(args.structures, index=":"))
@@ -202,7 +209,7 @@ def _evaluate(args):
     from .dataset import ReferenceData
     from .evaluation import evaluate, format_report
 
-    calc = DensityCalculator(model=args.model, device=args.device)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
     data = ReferenceData(args.data)
     indices = range(min(args.limit, len(data))) if args.limit else None
     report = evaluate(calc, data, indices=indices, grid_level=args.grid_level, batch_size=args.batch_size,
@@ -254,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predicted densities, charges and dipoles for structures, into HDF5")
     p.add_argument("structures", help="any ASE-readable file with one or more frames")
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("-o", "--output", default="predictions.h5", help="HDF5 file (overwritten)")
     p.add_argument("--cube", metavar="DIR", help="also write one cube file per frame into DIR")
     p.add_argument("--cube-spacing", type=float, default=0.2, help="cube grid spacing (Å)")
@@ -267,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled reference HDF5 file")
     p.add_argument("data", help="reference HDF5 file (ase-density label)")
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("--json", metavar="FILE", help="also write the full report (per structure) as JSON")
     p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level for eps_rho")
     p.add_argument("--limit", type=int, help="only the first N structures")
