@@ -97,7 +97,8 @@ def _analyze(args):
             timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
             correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
             cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
-            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model)
+            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model,
+            allow_non_water=args.allow_non_water)
     except (TrajectoryError, ValueError) as exc:  # unreadable input, bad frames, other settings, bad model
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -122,6 +123,12 @@ def _add_trust_model(p):
                         "(see docs/model_files.md; or list its sha256 in $ASE_DENSITY_TRUSTED_MODELS)")
 
 
+def _add_allow_non_water(p):
+    p.add_argument("--allow-non-water", action="store_true",
+                   help="also predict for structures that are not water clusters (H2, O2, OH, ...): outside "
+                        "the models' domain, so the results are not to be trusted")
+
+
 def _add_analyze(sub):
     p = sub.add_parser("analyze", help="density analysis along an MD trajectory: dipoles, charges, IR spectrum")
     p.add_argument("trajectory", help="any trajectory ASE reads (.traj, extxyz, ...), streamed frame by frame")
@@ -135,6 +142,7 @@ def _add_analyze(sub):
                    help="time between trajectory frames in fs (default: atoms.info['time'] when stored)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
     p.add_argument("--save-coefficients", action="store_true", help="also store positions and coefficients")
+    _add_allow_non_water(p)
     p.add_argument("--no-electron-count-correction", action="store_true",
                    help="analyse the raw coefficients instead of those corrected to the exact electron count")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots here")
@@ -160,7 +168,8 @@ def _predict(args):
     from .predictions import PredictionWriter
     from .validation import StructureError, validate_atoms
 
-    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model,
+                             allow_non_water=args.allow_non_water)
     if args.cube:
         os.makedirs(args.cube, exist_ok=True)
     frames = enumerate(ase.io.iread(args.structures, index=":"))
@@ -177,7 +186,8 @@ def _predict(args):
             good = []
             for index, atoms in batch:
                 try:
-                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}")
+                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}",
+                                   allow_non_water=calc.allow_non_water)
                 except StructureError as exc:
                     if not args.skip_invalid:
                         print(f"error: {exc}", file=sys.stderr)
@@ -270,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid frames as failures and go on (default: stop at the first one)")
+    _add_allow_non_water(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled reference HDF5 file")
