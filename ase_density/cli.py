@@ -234,6 +234,7 @@ def _evaluate(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
+    from .reference import GRID_LEVELS
 
     parser = argparse.ArgumentParser(prog="ase-density", description="Machine-learned electron densities for water clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xc", default="PBE0", help="functional, or HF")
     p.add_argument("--basis", default="def2-SVP", help="orbital basis")
     p.add_argument("--auxbasis", default=DEFAULT_AUXBASIS, help="aux basis name, '<name>-decontract', or a basis file")
-    p.add_argument("--grid-level", type=int, default=3)
+    p.add_argument("--grid-level", type=int, default=3, choices=GRID_LEVELS, metavar="0-9", help="PySCF DFT grid level")
     p.add_argument("--conv-tol", type=float, default=1e-9)
     p.add_argument("--density-fit-scf", action="store_true", help="density-fitted (RI-JK) SCF")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")

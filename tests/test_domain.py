@@ -1,5 +1,6 @@
 """Domain checks: structures that are not water clusters, charged or periodic systems, non-finite
-density points and cube grids larger than memory are refused with clear messages."""
+density points, cube grids larger than memory and out-of-range reference settings are refused
+with clear messages."""
 
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ase.build import molecule
 
 from ase_density.calculator import DensityCalculator
 from ase_density.cli import main
+from ase_density.dataset import ReferenceData
+from ase_density.reference import ReferenceSettings
 from ase_density.trajectory import TrajectoryError, analyze_trajectory
 from ase_density.validation import (CUBE_BYTES_PER_POINT, StructureError, check_cube_grid, molecules,
                                     validate_atoms)
@@ -133,3 +136,25 @@ def test_cube_grid_larger_than_memory_is_refused(calc, tmp_path):
         check_cube_grid((100, 100, 101), 0.2, 3.0, available=2 * 10**6 * CUBE_BYTES_PER_POINT)
     values = calc.write_cube(tmp_path / "near.cube", atoms=_dimer(), spacing=0.4)
     assert np.allclose(read_cube_data(tmp_path / "near.cube")[0], values)
+
+
+@pytest.mark.parametrize("field,value", [("grid_level", -3), ("grid_level", 10), ("grid_level", 2.5), ("conv_tol", 0.0),
+                                         ("conv_tol", float("nan")), ("max_cycle", 0), ("xc", " "), ("basis", "")])
+def test_reference_settings_out_of_range_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        ReferenceSettings(**{field: value})
+
+
+def test_label_refuses_a_bad_grid_level_and_resumes_with_the_functional_in_any_case(tmp_path, capsys):
+    ase.io.write(tmp_path / "w.xyz", molecule("H2O"))
+    out = tmp_path / "w.h5"
+    args = ["label", str(tmp_path / "w.xyz"), "-o", str(out), "--basis", "sto-3g", "--no-fit-error"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--grid-level", "-3"])
+    assert exit_info.value.code == 2 and "--grid-level: invalid choice: -3" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(args + ["--xc", "HF"]) == 0 and "1 labelled" in capsys.readouterr().out
+    assert ReferenceSettings(xc="hf") == ReferenceSettings(xc="HF")
+    assert main(args + ["--xc", "hf"]) == 0  # the same functional: resumed, nothing redone
+    assert "0 labelled, 1 already done" in capsys.readouterr().out
+    assert ReferenceData(out).settings["xc"] == "HF"
