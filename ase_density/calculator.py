@@ -52,7 +52,7 @@ class ModelError(ValueError):
     """A model file that is missing, is not a density model, or does not match its basis."""
 
 
-def _load_model(path, device):
+def _load_model(path, device, trust_model=False):
     from nequip_plugin.inference import load_density_model
 
     path = Path(path)
@@ -62,7 +62,9 @@ def _load_model(path, device):
                              "pass a trained model: DensityCalculator(model='path/to/model.nequip.zip')")
         raise ModelError(f"model file {path} does not exist")
     try:
-        return load_density_model(str(path), device)
+        return load_density_model(str(path), device, trust_model=trust_model, default_model=DEFAULT_MODEL)
+    except ModelError:  # refused by ase_density.trust: the message names the file
+        raise
     except ValueError as exc:  # no aux basis in the metadata: not a density model
         raise ModelError(f"{path}: {exc}") from exc
 
@@ -123,21 +125,27 @@ class DensityCalculator(Calculator):
         device: torch device, ``"cpu"`` or ``"cuda"``
         base: any ASE calculator that supplies ``energy``/``forces``/``stress`` (e.g. TIP3P,
             a NequIP potential, DFT), so that dynamics carry densities along
+        trust_model: load a model file other than the shipped one (loading runs code from the
+            file; see :mod:`ase_density.trust` for the alternative, an allow-list of hashes)
+        allow_non_water: predict for structures that are not water clusters (H2, O2, OH, ...),
+            outside the models' training domain (refused by default)
     """
 
     name = "density"
     implemented_properties = DENSITY_PROPERTIES  # per instance: plus what ``base`` implements
 
-    def __init__(self, model=None, device: str = "cpu", base=None, **kwargs):
+    def __init__(self, model=None, device: str = "cpu", base=None, trust_model: bool = False,
+                 allow_non_water: bool = False, **kwargs):
         super().__init__(**kwargs)
         path = Path(model) if model is not None else DEFAULT_MODEL
-        self.model, self.basis = _load_model(path, device)
+        self.model, self.basis = _load_model(path, device, trust_model)
         check_model_layout(self.model, self.basis)
         self.model_path = str(path)
         self.device = device
         self.elements = tuple(self.model.metadata["type_names"].split())
         self.base = base
-        self.parameters.update(model=str(path), device=device,
+        self.allow_non_water = allow_non_water
+        self.parameters.update(model=str(path), device=device, allow_non_water=allow_non_water,
                                base=getattr(base, "name", type(base).__name__) if base is not None else None)
         self.implemented_properties = DENSITY_PROPERTIES + [
             p for p in BASE_PROPERTIES if base is not None and p in base.implemented_properties]
@@ -165,7 +173,7 @@ class DensityCalculator(Calculator):
 
         labels = labels if labels is not None else [None] * len(frames)
         for atoms, label in zip(frames, labels):
-            validate_atoms(atoms, elements=self.elements, label=label)
+            validate_atoms(atoms, elements=self.elements, label=label, allow_non_water=self.allow_non_water)
         out = []
         for atoms, raw in zip(frames, predict_coefficients_batch(self.model, frames)):
             n_electrons = int(atoms.get_atomic_numbers().sum() - round(atoms.get_initial_charges().sum()))

@@ -97,7 +97,8 @@ def _analyze(args):
             timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
             correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
             cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
-            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads)
+            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model,
+            allow_non_water=args.allow_non_water)
     except (TrajectoryError, ValueError) as exc:  # unreadable input, bad frames, other settings, bad model
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -116,11 +117,24 @@ def _analyze(args):
     return 0
 
 
+def _add_trust_model(p):
+    p.add_argument("--trust-model", action="store_true",
+                   help="load a --model other than the shipped one: loading a model file runs code from it "
+                        "(see docs/model_files.md; or list its sha256 in $ASE_DENSITY_TRUSTED_MODELS)")
+
+
+def _add_allow_non_water(p):
+    p.add_argument("--allow-non-water", action="store_true",
+                   help="also predict for structures that are not water clusters (H2, O2, OH, ...): outside "
+                        "the models' domain, so the results are not to be trusted")
+
+
 def _add_analyze(sub):
     p = sub.add_parser("analyze", help="density analysis along an MD trajectory: dipoles, charges, IR spectrum")
     p.add_argument("trajectory", help="any trajectory ASE reads (.traj, extxyz, ...), streamed frame by frame")
     p.add_argument("-o", "--output", required=True, help="HDF5 file (created, or resumed with the same settings)")
     p.add_argument("--model", help="density model (.nequip.zip/.ckpt); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("--every", type=int, default=1, metavar="K", help="analyse every K-th frame")
     p.add_argument("--start", type=int, default=0, help="first frame (>= 0)")
     p.add_argument("--stop", type=int, help="stop before this frame (default: the end)")
@@ -128,6 +142,7 @@ def _add_analyze(sub):
                    help="time between trajectory frames in fs (default: atoms.info['time'] when stored)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
     p.add_argument("--save-coefficients", action="store_true", help="also store positions and coefficients")
+    _add_allow_non_water(p)
     p.add_argument("--no-electron-count-correction", action="store_true",
                    help="analyse the raw coefficients instead of those corrected to the exact electron count")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots here")
@@ -153,7 +168,8 @@ def _predict(args):
     from .predictions import PredictionWriter
     from .validation import StructureError, validate_atoms
 
-    calc = DensityCalculator(model=args.model, device=args.device)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model,
+                             allow_non_water=args.allow_non_water)
     if args.cube:
         os.makedirs(args.cube, exist_ok=True)
     frames = enumerate(ase.io.iread(args.structures, index=":"))
@@ -170,7 +186,8 @@ def _predict(args):
             good = []
             for index, atoms in batch:
                 try:
-                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}")
+                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}",
+                                   allow_non_water=calc.allow_non_water)
                 except StructureError as exc:
                     if not args.skip_invalid:
                         print(f"error: {exc}", file=sys.stderr)
@@ -202,7 +219,7 @@ def _evaluate(args):
     from .dataset import ReferenceData
     from .evaluation import evaluate, format_report
 
-    calc = DensityCalculator(model=args.model, device=args.device)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
     data = ReferenceData(args.data)
     indices = range(min(args.limit, len(data))) if args.limit else None
     report = evaluate(calc, data, indices=indices, grid_level=args.grid_level, batch_size=args.batch_size,
@@ -217,6 +234,7 @@ def _evaluate(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
+    from .reference import GRID_LEVELS
 
     parser = argparse.ArgumentParser(prog="ase-density", description="Machine-learned electron densities for water clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xc", default="PBE0", help="functional, or HF")
     p.add_argument("--basis", default="def2-SVP", help="orbital basis")
     p.add_argument("--auxbasis", default=DEFAULT_AUXBASIS, help="aux basis name, '<name>-decontract', or a basis file")
-    p.add_argument("--grid-level", type=int, default=3)
+    p.add_argument("--grid-level", type=int, default=3, choices=GRID_LEVELS, metavar="0-9", help="PySCF DFT grid level")
     p.add_argument("--conv-tol", type=float, default=1e-9)
     p.add_argument("--density-fit-scf", action="store_true", help="density-fitted (RI-JK) SCF")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
@@ -254,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predicted densities, charges and dipoles for structures, into HDF5")
     p.add_argument("structures", help="any ASE-readable file with one or more frames")
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("-o", "--output", default="predictions.h5", help="HDF5 file (overwritten)")
     p.add_argument("--cube", metavar="DIR", help="also write one cube file per frame into DIR")
     p.add_argument("--cube-spacing", type=float, default=0.2, help="cube grid spacing (Å)")
@@ -262,11 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid frames as failures and go on (default: stop at the first one)")
+    _add_allow_non_water(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled reference HDF5 file")
     p.add_argument("data", help="reference HDF5 file (ase-density label)")
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
+    _add_trust_model(p)
     p.add_argument("--json", metavar="FILE", help="also write the full report (per structure) as JSON")
     p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level for eps_rho")
     p.add_argument("--limit", type=int, help="only the first N structures")

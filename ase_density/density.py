@@ -10,6 +10,7 @@ import numpy as np
 from ase.units import Bohr, Debye
 
 from .basis import AuxBasis, build_mole
+from .validation import check_cube_grid, validate_points
 
 #: bytes of basis-function values evaluated at once on a block of points
 _BLOCK_BYTES = 2e8
@@ -60,7 +61,7 @@ def _evaluate(auxmol, flat, coords_bohr) -> np.ndarray:
 
 def density_on_points(atoms, coefficients, basis: AuxBasis, points) -> np.ndarray:
     """Electron density (e/Bohr^3) at ``points`` (Å, shape (n, 3))."""
-    points = np.asarray(points, dtype=float).reshape(-1, 3)
+    points = validate_points(points)
     auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
     return _evaluate(auxmol, flat, points / Bohr)
 
@@ -225,6 +226,7 @@ def write_cube(path, atoms, coefficients, basis: AuxBasis, spacing: float = 0.2,
     pos = atoms.get_positions()
     lo, hi = pos.min(axis=0) - margin, pos.max(axis=0) + margin
     n = np.maximum(np.ceil((hi - lo) / spacing).astype(int), 1)
+    check_cube_grid(n, spacing, margin)
     axes = [lo[k] + spacing * np.arange(n[k]) for k in range(3)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     values = density_on_points(atoms, coefficients, basis, points).reshape(*n)

@@ -15,6 +15,8 @@ from .validation import validate_atoms
 
 #: bytes of three-centre integrals computed at once (a 20-water slab unblocked is ~2 GB)
 _BLOCK_BYTES = 4e8
+#: PySCF's DFT integration grid levels
+GRID_LEVELS = range(10)
 
 
 class SCFNotConverged(RuntimeError):
@@ -32,6 +34,22 @@ class ReferenceSettings:
     conv_tol: float = 1e-9
     density_fit_scf: bool = False
     max_cycle: int = 100
+
+    def __post_init__(self):
+        """Normalise ``xc`` to upper case (PySCF reads functional names case-insensitively, so
+        ``pbe0`` and ``PBE0`` are one setting) and check the ranges: ``ValueError`` names the field."""
+        if not isinstance(self.xc, str) or not self.xc.strip():
+            raise ValueError(f"xc must name a functional (or HF), got {self.xc!r}")
+        object.__setattr__(self, "xc", self.xc.strip().upper())
+        for name in ("basis", "auxbasis"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"{name} must name a basis, got {getattr(self, name)!r}")
+        if isinstance(self.grid_level, bool) or self.grid_level not in GRID_LEVELS:
+            raise ValueError(f"grid_level must be a PySCF grid level 0-9, got {self.grid_level!r}")
+        if isinstance(self.conv_tol, bool) or not 0 < self.conv_tol < 1:
+            raise ValueError(f"conv_tol must be an energy tolerance in Hartree between 0 and 1, got {self.conv_tol!r}")
+        if isinstance(self.max_cycle, bool) or not isinstance(self.max_cycle, (int, np.integer)) or self.max_cycle < 1:
+            raise ValueError(f"max_cycle must be an integer >= 1, got {self.max_cycle!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -344,13 +344,15 @@ def analyze_trajectory(trajectory, output, model=None, every: int = 1, start: in
                        correct_electron_count: bool = True, cubes=None, cube_every: int = 1,
                        cube_spacing: float = 0.2, plots=None, device: str = "cpu", overwrite: bool = False,
                        progress: bool = True, max_lag_fs: float | None = None, plot_title: str | None = None,
-                       threads: int | None = None) -> dict:
+                       threads: int | None = None, trust_model: bool = False, allow_non_water: bool = False) -> dict:
     """Analyse frames ``start:stop:every`` of ``trajectory`` (anything ``ase.io`` reads) with the
     density ``model`` (a ``.nequip.zip``/``.ckpt`` path; default the shipped model) into the HDF5
     file ``output``, resuming it if it was made with the same settings. ``timestep``: MD timestep
     (fs) between trajectory frames. ``cubes``: directory for density cube files of every
     ``cube_every``-th analysed frame. ``plots``: directory for PNG plots. ``threads``: torch
-    threads (None: torch's default; 1 is often fastest on busy or small machines). Returns the summary
+    threads (None: torch's default; 1 is often fastest on busy or small machines). ``trust_model``:
+    load a model file other than the shipped one (see :mod:`ase_density.trust`). ``allow_non_water``:
+    analyse frames that are not water clusters (refused by default). Returns the summary
     (also stored as /analysis/summary). Raises :class:`TrajectoryError` for unreadable/empty
     trajectories or frames the model cannot handle, after storing every frame before them."""
     from nequip_plugin.inference import load_density_model, predict_coefficients_batch
@@ -385,7 +387,7 @@ def analyze_trajectory(trajectory, output, model=None, every: int = 1, start: in
 
         torch.set_num_threads(threads)
     t_load = time.perf_counter()
-    net, basis = load_density_model(str(model_path), device=device)
+    net, basis = load_density_model(str(model_path), device=device, trust_model=trust_model)
     t_load = time.perf_counter() - t_load
     allowed = tuple(s for s in basis.symbols if s in net.metadata["type_names"].split())
     correct = electron_count_corrector(basis) if correct_electron_count else None
@@ -421,7 +423,7 @@ def analyze_trajectory(trajectory, output, model=None, every: int = 1, start: in
         try:
             for index, atoms in frames:
                 try:
-                    validate_atoms(atoms, elements=allowed, label=f"frame {index}")
+                    validate_atoms(atoms, elements=allowed, label=f"frame {index}", allow_non_water=allow_non_water)
                 except StructureError as exc:
                     error = TrajectoryError(str(exc))
                     break

@@ -37,19 +37,27 @@ class CompiledDensityModel(torch.nn.Module):
         return self.model(data)
 
 
-def load_density_model(path: str, device: str = "cpu") -> Tuple[torch.nn.Module, AuxBasis]:
+def load_density_model(path: str, device: str = "cpu", trust_model: bool = False,
+                       default_model=None) -> Tuple[torch.nn.Module, AuxBasis]:
     """(model in eval mode on ``device``, its auxiliary basis) from a ``.nequip.zip``, ``.ckpt``
-    or compiled ``.nequip.pt2`` (``nequip-compile --mode aotinductor``, compiled for ``device``)."""
+    or compiled ``.nequip.pt2`` (``nequip-compile --mode aotinductor``, compiled for ``device``).
+    Loading runs code from the file: only the shipped model (``default_model``, verified against
+    its card), allow-listed files or ``trust_model=True`` load (:mod:`ase_density.trust`)."""
     from nequip.utils.global_state import set_global_state
 
+    from ase_density.trust import DEFAULT_MODEL, check_checkpoint_pickle, check_model_file
+
+    kind = check_model_file(path, trust_model, default_model if default_model is not None else DEFAULT_MODEL)
     set_global_state()  # as nequip's own integrations do: float64 default dtype for data
-    if str(path).endswith((".nequip.pt2", ".nequip.pth")):
+    if kind in (".nequip.pt2", ".nequip.pth"):
         from nequip.model.inference_models import load_compiled_model
 
         model = CompiledDensityModel(*load_compiled_model(str(path), device), device)
     else:
         from nequip.model.saved_models.load_utils import load_saved_model
 
+        if kind == ".ckpt":
+            check_checkpoint_pickle(path)
         model = load_saved_model(path).to(device).eval()
     return model, aux_basis_from_metadata(model.metadata)
 

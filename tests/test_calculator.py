@@ -17,7 +17,7 @@ TINY_MODEL = Path(__file__).parent / "data" / "tiny_water.nequip.zip"
 def calc():
     from ase_density.calculator import DensityCalculator
 
-    return DensityCalculator(model=TINY_MODEL)
+    return DensityCalculator(model=TINY_MODEL, trust_model=True)
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_md_with_tip3p_base_records_charges_and_dipoles(trimer, tmp_path):
     from ase_density.calculator import DensityCalculator
 
     atoms = trimer.copy()
-    atoms.calc = DensityCalculator(model=TINY_MODEL, base=TIP3P(rc=20.0))
+    atoms.calc = DensityCalculator(model=TINY_MODEL, base=TIP3P(rc=20.0), trust_model=True)
     assert atoms.get_potential_energy() == pytest.approx(TIP3P(rc=20.0).get_potential_energy(trimer.copy()))
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_stress()  # TIP3P has no stress
@@ -167,7 +167,7 @@ def test_md_with_tip3p_base_records_charges_and_dipoles(trimer, tmp_path):
     for frame in frames:
         charges, dipole = frame.get_charges(), frame.get_dipole_moment()  # stored results
         fresh = frame.copy()
-        fresh.calc = DensityCalculator(model=TINY_MODEL)
+        fresh.calc = DensityCalculator(model=TINY_MODEL, trust_model=True)
         np.testing.assert_allclose(charges, fresh.get_charges(), atol=1e-6)
         np.testing.assert_allclose(dipole, fresh.get_dipole_moment(), atol=1e-6)
     assert not np.allclose(frames[0].positions, frames[-1].positions)

@@ -21,11 +21,11 @@ def test_predict_many_frames_with_cubes(tmp_path, capsys):
     out, cubes = tmp_path / "p.h5", tmp_path / "cubes"
     frames = ase.io.read(DATA / "small_clusters.xyz", index=":")[:3]
     ase.io.write(tmp_path / "in.xyz", frames)
-    assert main(["predict", str(tmp_path / "in.xyz"), "--model", TINY_MODEL, "-o", str(out), "--cube", str(cubes),
+    assert main(["predict", str(tmp_path / "in.xyz"), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--cube", str(cubes),
                  "--cube-spacing", "0.4", "--batch-size", "2"]) == 0
     pred = PredictionData(out)
     assert len(pred) == 3 and pred.attrs["model_sha256"] == file_sha256(TINY_MODEL)
-    expected = DensityCalculator(model=TINY_MODEL).compute_batch(frames)
+    expected = DensityCalculator(model=TINY_MODEL, trust_model=True).compute_batch(frames)
     for i, (atoms, ref) in enumerate(zip(frames, expected)):
         got = pred[i]
         assert got.info["frame"] == i
@@ -41,11 +41,11 @@ def test_predict_stops_at_a_bad_frame_and_keeps_earlier_ones(tmp_path, capsys):
     path = tmp_path / "bad.xyz"
     ase.io.write(path, [molecule("H2O"), molecule("H2O"), molecule("CH4"), molecule("H2O")])
     out = tmp_path / "p.h5"
-    assert main(["predict", str(path), "--model", TINY_MODEL, "-o", str(out)]) == 1  # one batch
+    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out)]) == 1  # one batch
     assert "frame 2: unsupported element(s) C" in capsys.readouterr().err
     assert [a.info["frame"] for a in PredictionData(out)] == [0, 1]
     # --skip-invalid records the failure and goes on, within one batch too
-    assert main(["predict", str(path), "--model", TINY_MODEL, "-o", str(out), "--skip-invalid"]) == 0
+    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--skip-invalid"]) == 0
     pred = PredictionData(out)
     assert [a.info["frame"] for a in pred] == [0, 1, 3]
     assert pred.failures[0][0] == 2 and "unsupported element" in pred.failures[0][1]
@@ -54,7 +54,7 @@ def test_predict_stops_at_a_bad_frame_and_keeps_earlier_ones(tmp_path, capsys):
 def test_evaluate_table_and_json(tmp_path, capsys):
     report_path = tmp_path / "eval.json"
     h5 = DATA / "small_water.h5"
-    assert main(["evaluate", str(h5), "--model", TINY_MODEL, "--limit", "3", "--json", str(report_path)]) == 0
+    assert main(["evaluate", str(h5), "--model", TINY_MODEL, "--trust-model", "--limit", "3", "--json", str(report_path)]) == 0
     table = capsys.readouterr().out
     assert "eps_rho vs fitted reference" in table and "eps_rho vs full DFT density" in table
     report = json.loads(report_path.read_text())

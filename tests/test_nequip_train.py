@@ -97,7 +97,7 @@ def test_package_loads_without_plugin_and_matches_checkpoint(trained, packaged, 
         cwd=tmp_path)
     from_package = np.load(tmp_path / "out.npy")
 
-    model, basis = load_density_model(str(trained / "best.ckpt"))
+    model, basis = load_density_model(str(trained / "best.ckpt"), trust_model=True)
     with torch.no_grad():
         from_checkpoint = model(dict(data))[KEY].numpy()
     np.testing.assert_array_equal(from_package, from_checkpoint)
@@ -110,7 +110,7 @@ def test_package_loads_without_plugin_and_matches_checkpoint(trained, packaged, 
 
 def test_packaged_model_metadata_and_ase_prediction(packaged, example_input):
     atoms, _ = example_input
-    model, basis = load_density_model(str(packaged))
+    model, basis = load_density_model(str(packaged), trust_model=True)
     assert basis == ReferenceData(FIXTURE).basis
     coefficients = predict_coefficients(model, atoms)
     assert coefficients.shape == (9, basis.width)
@@ -135,6 +135,6 @@ def test_aotinductor_compile_matches_package(packaged, example_input, tmp_path):
     _, data = example_input
     compiled_model, metadata = load_compiled_model(str(compiled), "cpu")
     assert aux_basis_from_metadata(metadata) == ReferenceData(FIXTURE).basis
-    model, _ = load_density_model(str(packaged))
+    model, _ = load_density_model(str(packaged), trust_model=True)
     with torch.no_grad():
         np.testing.assert_allclose(compiled_model(dict(data))[KEY].numpy(), model(dict(data))[KEY].numpy(), atol=1e-5)

@@ -58,7 +58,7 @@ def _thermalize(atoms, temperature_K, rng):
 
 def _analyze(traj, out, **kwargs):
     kwargs.setdefault("batch_size", 4)
-    return analyze_trajectory(traj, out, model=TINY_MODEL, progress=False, **kwargs)
+    return analyze_trajectory(traj, out, model=TINY_MODEL, progress=False, trust_model=True, **kwargs)
 
 
 def _contents(path) -> dict:
@@ -94,7 +94,7 @@ def test_md_run_analysed_end_to_end(tmp_path, small_data):
 
     atoms = small_data[0]
     atoms = ase.Atoms(atoms.numbers, atoms.positions)
-    atoms.calc = DensityCalculator(model=TINY_MODEL, base=FlexibleTIP3P())
+    atoms.calc = DensityCalculator(model=TINY_MODEL, base=FlexibleTIP3P(), trust_model=True)
     _thermalize(atoms, 150, np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     traj = Trajectory(tmp_path / "md.traj", "w", atoms)
@@ -108,7 +108,7 @@ def test_md_run_analysed_end_to_end(tmp_path, small_data):
     traj.close()
 
     h5 = tmp_path / "md.h5"
-    rc = main(["analyze", str(tmp_path / "md.traj"), "-o", str(h5), "--model", str(TINY_MODEL), "--plots",
+    rc = main(["analyze", str(tmp_path / "md.traj"), "-o", str(h5), "--model", str(TINY_MODEL), "--trust-model", "--plots",
                str(tmp_path / "plots"), "--cubes", str(tmp_path / "cubes"), "--cube-every", "10",
                "--save-coefficients", "-q"])
     assert rc == 0
@@ -195,7 +195,7 @@ def test_errors_keep_the_frames_before_them(tmp_path, frames, capsys):
     ase.io.write(tmp_path / "bad.extxyz", bad)
     with pytest.raises(TrajectoryError, match="nope.nequip.zip not found"):
         analyze_trajectory(tmp_path / "bad.extxyz", tmp_path / "n.h5", model=tmp_path / "nope.nequip.zip")
-    rc = main(["analyze", str(tmp_path / "bad.extxyz"), "-o", str(tmp_path / "bad.h5"), "--model", str(TINY_MODEL),
+    rc = main(["analyze", str(tmp_path / "bad.extxyz"), "-o", str(tmp_path / "bad.h5"), "--model", str(TINY_MODEL), "--trust-model",
                "--batch-size", "4", "-q"])
     err = capsys.readouterr().err
     assert rc == 1 and "frame 5" in err and "unsupported element(s) N" in err and "5 frames before it" in err

@@ -35,5 +35,7 @@ def test_whole_waters():
     broken.positions[4] += [0, 0, 2.0]  # an H wanders off its O
     with pytest.raises(StructureError, match="whole water"):
         find_waters(broken)
+    with pytest.raises(StructureError, match="form H2O2, not H2O"):  # the default domain check
+        validate_atoms(molecule("H2O2"))
     with pytest.raises(StructureError, match="whole water"):
-        validate_atoms(molecule("H2O2"), require_waters=True)
+        validate_atoms(molecule("H2O2"), require_waters=True, allow_non_water=True)

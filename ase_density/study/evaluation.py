@@ -44,7 +44,7 @@ def _predict(checkpoint: Path, frames: Sequence) -> tuple:
     """(coefficients per frame, number of model parameters) of a checkpoint on ``frames``."""
     from nequip_plugin.inference import load_density_model, predict_coefficients_batch
 
-    model, _ = load_density_model(str(checkpoint))
+    model, _ = load_density_model(str(checkpoint), trust_model=True)  # trained by this study into its run directory
     predictions = []
     for start in range(0, len(frames), PREDICT_BATCH):
         predictions += predict_coefficients_batch(model, frames[start:start + PREDICT_BATCH])
