@@ -243,3 +243,28 @@ def test_modifiers_refuse_types_that_are_not_elements():
     with pytest.raises(ValueError, match=">= 0"):
         DensityLoss(BASIS, TYPES, population=-1.0)
     assert StructureDipole(BASIS, TYPES) is not None and StructureCoulombError(BASIS, TYPES) is not None
+
+
+# --- the charge-equilibration readout ---
+
+def test_charge_equilibration_gives_the_exact_electron_count_per_structure(labelled):
+    from nequip.data.transforms import NeighborListTransform
+
+    from nequip_plugin.model import DensityModel
+
+    basis, frames = labelled
+    set_global_state()
+    model = DensityModel(seed=0, model_dtype="float64", type_names=TYPES, r_max=4.0, lmax_h=1, lmax_o=2,
+                         num_layers=1, num_features=4, avg_num_neighbors=4.0, charge_equilibration=True)
+    batch = _batch(frames, [a.arrays[KEY] for a in frames])
+    batch = AtomicDataDict.batched_from_list([NeighborListTransform(r_max=4.0)(AtomicDataDict.frame_from_batched(batch, i))
+                                              for i in range(len(frames))])
+    out = model(batch)[KEY].detach().numpy()
+    starts = np.cumsum([0] + [len(a) for a in frames])
+    for atoms, start in zip(frames, starts):
+        c = np.where(np.isnan(atoms.arrays[KEY]), np.nan, out[start:start + len(atoms)])
+        assert abs(density.electron_count(atoms, c, basis) - atoms.numbers.sum()) < 1e-10
+    # the softness shares differ between atoms of one element: learned, not uniform
+    plain = DensityModel(seed=0, model_dtype="float64", type_names=TYPES, r_max=4.0, lmax_h=1, lmax_o=2,
+                         num_layers=1, num_features=4, avg_num_neighbors=4.0)
+    assert plain(dict(batch))[KEY].shape == out.shape

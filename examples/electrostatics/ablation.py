@@ -40,11 +40,10 @@ ROWS = {
     "population": {"training_module.loss.population": WEIGHTS["population"]},
     "dipole": {"training_module.loss.dipole": WEIGHTS["dipole"]},
     "all": {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
-    "charge_equilibration": {"training_module.model.charge_equilibration": "true"},
     "all_charge_equilibration": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
                                  "training_module.model.charge_equilibration": "true"},
 }
-MAX_STEPS = 2000
+MAX_STEPS = 1000
 GRID_LEVEL = 2
 
 
@@ -88,7 +87,7 @@ def evaluate_one(row: str, seed: int) -> str:
     directory = run_dir(row, seed)
     if (directory / "eval.json").exists() or not (directory / "train.json").exists():
         return f"{directory.name}: nothing to do"
-    calc = DensityCalculator(model=str(directory / "best.ckpt"))
+    calc = DensityCalculator(model=str(directory / "best.ckpt"), trust_model=True)  # our own checkpoint
     report = {"parameters": int(sum(p.numel() for p in calc.model.parameters()))}
     for name in EVAL_SETS:
         data = ReferenceData(ROOT / "data" / f"{name}.h5")
