@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import StructureError
+
 MIN_DISTANCE = 0.5  # Å: closer atoms are treated as overlapping
 OH_BOND = 1.3  # Å: O–H distance below which H belongs to O (water detection)
-
-
-class StructureError(ValueError):
-    """A structure that ase-density cannot handle, with the reason."""
 
 
 def _name(atoms, label):

@@ -10,7 +10,7 @@ import datetime
 import json
 import os
 
-from ase_density.dataset import file_sha256
+from ase_density.h5io import file_sha256
 
 
 def main(argv=None):

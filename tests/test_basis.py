@@ -83,7 +83,7 @@ def test_moments_match_grid_integration(aux_basis):
     coords, weights = integration_grid(atoms, level=5)
     for i, sym in enumerate(atoms.get_chemical_symbols()):
         mol = aux_basis.aux_mole([sym], atoms.positions[i:i + 1])
-        chi = mol.eval_gto("GTOval_sph", coords) @ aux_basis._rotation(sym).T  # e3nn layout
+        chi = mol.eval_gto("GTOval_sph", coords) @ aux_basis.rotation(sym).T  # e3nn layout
         integrals, firsts = aux_basis.moments(sym)
         centre = atoms.positions[i] / 0.529177210903
         num_int = weights @ chi
