@@ -106,7 +106,7 @@ def main(argv=None):
     print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']} (from 100 atoms: "
           f"{fmt['forward_100_atoms_up']}), PySCF reference {fmt['dft']}")
     write_results(args.output, args.threads, {
-        "model": os.path.abspath(args.model), "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
+        "model": args.model, "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
         "scaling_exponents": exponents, "rows": rows}, device=args.device)
 
 

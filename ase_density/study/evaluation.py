@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ase_density.dataset import ReferenceData
 from ase_density.density import density_error_by_l
+from ase_density.h5io import portable_path
 from ase_density.prediction import predict_frames
 
 from .grid import Run
@@ -90,7 +91,7 @@ def _evaluate_together(runs, directories, test_data, grid_level):
     for k, (run, directory) in enumerate(zip(runs, directories)):
         result = {
             "run": run.name, "lmax_h": run.lmax_h, "lmax_o": run.lmax_o, "n_train": run.n_train, "seed": run.seed,
-            "n_parameters": n_parameters[k], "test_data": str(test_data), "n_test": len(frames),
+            "n_parameters": n_parameters[k], "test_data": portable_path(test_data), "n_test": len(frames),
             "grid_level": grid_level,
             "eps_total": float(eps[k, :, 0].mean()),
             "eps_l": {l: float(eps[k, :, 1 + l].mean()) for l in range(eps.shape[2] - 1)},
