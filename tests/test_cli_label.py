@@ -3,7 +3,6 @@ import sys
 
 import ase.io
 import numpy as np
-import pytest
 
 from ase_density.cli import main
 from ase_density.dataset import ReferenceData
