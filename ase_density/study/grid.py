@@ -14,11 +14,11 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
 from ase_density.dataset import ReferenceData
-from ase_density.h5io import portable_path
 
 #: the grid of the published study (water clusters, training sizes in clusters)
 FULL_GRID = {"lmax_h": (0, 1, 2, 3, 4), "lmax_o": (0, 1, 2, 4), "sizes": (8, 16, 32, 64, 128, 256), "repeats": 3}
@@ -175,8 +175,9 @@ def load_or_freeze_settings(study_dir: Path, settings: Settings) -> Settings:
             raise StudyError(f"{study_dir} was created with other settings ({', '.join(changed)} differ; see {path}): "
                              f"use a new study directory, or the same settings and data to resume")
     study_dir.mkdir(parents=True, exist_ok=True)
-    record = {**settings.to_json(), "train_data": portable_path(settings.train_data),
-              "test_data": portable_path(settings.test_data)}  # no machine paths in results
+    # relative to the working directory (the repository root for the committed studies): no machine paths
+    record = {**settings.to_json(), "train_data": os.path.relpath(settings.train_data),
+              "test_data": os.path.relpath(settings.test_data)}
     path.write_text(json.dumps({"settings": record, "fingerprints": fingerprints}, indent=2) + "\n")
     return settings
 
