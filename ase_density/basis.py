@@ -3,7 +3,8 @@
 Coefficients live, per atom, in e3nn irreps order: shells sorted by l (stable), each shell's
 contractions multiplicity-major, each function of a given l in e3nn's real spherical harmonic
 order.  PySCF's order for the *same sorted shells* differs only for l >= 2 by the fixed orthogonal
-matrix D^l(P) of the cyclic axis permutation P (see shared facts); l = 0, 1 are identical.
+matrix D^l(P) of the cyclic axis permutation P (checked by rotating real fits in
+tests/test_basis.py); l = 0, 1 are identical.
 Atoms are padded with NaN to the widest element.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import BasisError
+
 DECONTRACT_SUFFIX = "-decontract"
 DEFAULT_AUXBASIS = "def2-universal-jfit-decontract"
 
@@ -23,9 +26,6 @@ DEFAULT_AUXBASIS = "def2-universal-jfit-decontract"
 #: (checked by rotating real fits, tests/test_basis.py)
 _AXIS_PERMUTATION = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
-
-class BasisError(ValueError):
-    """An auxiliary basis that cannot be loaded or does not cover an element."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ class AuxBasis:
     elements: dict  # symbol -> ElementBasis
     _rotations: dict = field(default_factory=dict, compare=False, repr=False)
     _moments: dict = field(default_factory=dict, compare=False, repr=False)
+    _metrics: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, spec: str = DEFAULT_AUXBASIS, symbols=("H", "O")) -> "AuxBasis":
@@ -202,8 +203,9 @@ class AuxBasis:
         order is the PySCF order that :meth:`pyscf_to_e3nn` expects."""
         return build_mole(symbols, positions, {s: self.element(s).to_pyscf() for s in set(symbols)}, closed_shell=False)
 
-    def _rotation(self, symbol: str) -> np.ndarray:
-        """Orthogonal matrix R with c_e3nn = R @ c_pyscf for one atom of ``symbol``."""
+    def rotation(self, symbol: str) -> np.ndarray:
+        """Orthogonal matrix R (size × size) with c_e3nn = R @ c_pyscf for one atom of ``symbol``:
+        the identity on l = 0, 1 blocks, D^l(P) on each l >= 2 block (module docstring)."""
         if symbol not in self._rotations:
             from e3nn import o3
             import torch
@@ -238,7 +240,7 @@ class AuxBasis:
             raise ValueError(f"expected {expected} PySCF-ordered coefficients for {len(symbols)} atoms, got shape {coefficients.shape}")
         out = np.full((len(symbols), self.width), np.nan)
         for i, (sym, block) in enumerate(self._atom_blocks(symbols)):
-            out[i, :block.stop - block.start] = self._rotation(sym) @ coefficients[block]
+            out[i, :block.stop - block.start] = self.rotation(sym) @ coefficients[block]
         return out
 
     def e3nn_to_pyscf(self, symbols, coefficients) -> np.ndarray:
@@ -249,7 +251,7 @@ class AuxBasis:
         parts = []
         for i, sym in enumerate(symbols):
             n = self.element(sym).size
-            parts.append(self._rotation(sym).T @ coefficients[i, :n])
+            parts.append(self.rotation(sym).T @ coefficients[i, :n])
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def mask(self, symbols) -> np.ndarray:
@@ -259,13 +261,24 @@ class AuxBasis:
             m[i, :self.element(sym).size] = True
         return m
 
-    def function_l(self) -> np.ndarray:
-        """(width,) angular momentum of each padded column for the widest element; per-element
-        columns are prefixes of their own layouts, so use :meth:`ElementBasis.function_l` per element."""
-        widest = max(self.elements.values(), key=lambda e: e.size)
-        return widest.function_l()
+    def function_l(self, symbols) -> np.ndarray:
+        """(len(symbols), width) integer table: the angular momentum of every coefficient column
+        of atoms ``symbols`` (element symbols or model type names), -1 on padding."""
+        table = np.full((len(symbols), self.width), -1, dtype=int)
+        for i, sym in enumerate(symbols):
+            ls = self.element(sym).function_l()
+            table[i, :len(ls)] = ls
+        return table
 
     # --- integrals (e3nn layout, atomic units) ---
+    def coulomb_metric(self, symbol: str) -> np.ndarray:
+        """One-centre Coulomb metric J_Z = (P|1/r12|Q) of the functions of one atom of ``symbol``
+        in e3nn layout, shape (size, size), Hartree per coefficient² (a.u.)."""
+        if symbol not in self._metrics:
+            R = self.rotation(symbol)
+            self._metrics[symbol] = R @ self.aux_mole([symbol], np.zeros((1, 3))).intor("int2c2e") @ R.T
+        return self._metrics[symbol]
+
     def moments(self, symbol: str) -> tuple:
         """(integrals, first_moments) of each function of ``symbol`` in e3nn layout:
         integrals[i] = ∫ chi_i dr (Bohr^3 · Bohr^-3 = dimensionless per unit coefficient),
@@ -285,7 +298,7 @@ class AuxBasis:
                         M[:, :] = np.eye(3) * math.sqrt(3 / (4 * math.pi)) * np.sum(c[:, k] * (np.pi / a) ** 1.5 / (2 * a))
                     integrals.append(I)
                     firsts.append(M)
-            R = self._rotation(symbol)
+            R = self.rotation(symbol)
             self._moments[symbol] = (R @ np.concatenate(integrals), R @ np.concatenate(firsts))
         return self._moments[symbol]
 

@@ -11,22 +11,15 @@
 Properties (ASE units; coefficients in atomic units, e3nn layout, NaN-padded):
 
 - ``density_coefficients``: (n_atoms, width) coefficients after the electron-count correction
+  (:func:`ase_density.density.correct_electron_count`)
 - ``density_coefficients_uncorrected``: the raw model output
-- ``charges``: Z minus the electrons carried by each atom's functions (sums to the total charge)
-- ``dipole``: e·Å, about the origin (origin-independent: the corrected density is neutral overall)
+- every property of :data:`ase_density.properties.PROPERTIES`, among them ``charges`` (e, per
+  atom: Z minus the electrons carried by its functions; sums to the total charge) and ``dipole``
+  (e·Å; origin-independent: the corrected density is neutral)
 - ``energy``, ``free_energy``, ``forces``, ``stress``: only with ``base=`` (delegated)
 
-Electron-count correction: the model's coefficients c integrate to N' = Σ_atoms q_Z·c_atom, not
-exactly to N. We apply the smallest change Δc, measured in the block-diagonal one-centre Coulomb
-metric (each atom's own J_Z = (P|Q) of its functions), that restores N:
-
-    minimise Σ_atoms Δc_a^T J_Z Δc_a   subject to   Σ_atoms q_Z·(c_a + Δc_a) = N
-    =>  Δc_a = λ J_Z^{-1} q_Z,   λ = (N - N') / Σ_atoms q_Z^T J_Z^{-1} q_Z
-
-q_Z (the integral of each function) is non-zero only for s functions, and a one-centre J_Z
-does not couple different l or m, so the correction changes only scalar coefficients: it keeps
-rotation and permutation equivariance and costs O(n_atoms). (The full multi-centre Coulomb metric
-would cost a dense solve over all auxiliary functions of the system.)
+The calculator is a thin adapter: it predicts through :func:`ase_density.prediction.predict_frames`
+and computes properties with :func:`ase_density.properties.density_properties`.
 """
 
 from __future__ import annotations
@@ -37,19 +30,17 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from . import density
-from .validation import validate_atoms
+from .errors import ModelError
+from .prediction import predict_frames
+from .properties import PROPERTIES, density_properties
 
 #: the model shipped with the package (its model card: ``default.json`` beside it)
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.nequip.zip"
 
-DENSITY_PROPERTIES = ["density_coefficients", "density_coefficients_uncorrected", "charges", "dipole"]
+DENSITY_PROPERTIES = ["density_coefficients", "density_coefficients_uncorrected", *PROPERTIES]
 #: properties taken from ``base`` when it implements them
 BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress", "stresses")
 _DENSITY_UNITS = ("e/A^3", "e/Bohr^3")
-
-
-class ModelError(ValueError):
-    """A model file that is missing, is not a density model, or does not match its basis."""
 
 
 def _load_model(path, device, trust_model=False):
@@ -89,33 +80,6 @@ def check_model_layout(model, basis) -> None:
         raise ModelError(f"model outputs {width} coefficients per atom, its aux basis {basis.name!r} needs {basis.width}")
 
 
-def correction_directions(basis) -> dict:
-    """{symbol: u_Z = J_Z^{-1} q_Z} (e3nn layout, a.u.): the per-atom direction of the
-    electron-count correction in the one-centre Coulomb metric (see the module docstring)."""
-    out = {}
-    for sym in basis.symbols:
-        R = basis._rotation(sym)
-        metric = R @ basis.aux_mole([sym], np.zeros((1, 3))).intor("int2c2e") @ R.T
-        s = basis.element(sym).function_l() == 0  # q is zero off the s block, which J_Z does not couple to
-        out[sym] = np.zeros(len(s))
-        out[sym][s] = np.linalg.solve(metric[np.ix_(s, s)], basis.moments(sym)[0][s])
-    return out
-
-
-def correct_electron_count(atoms, coefficients, basis, n_electrons, directions=None) -> np.ndarray:
-    """Coefficients (n_atoms, width, a.u.) changed minimally in the one-centre Coulomb metric so
-    that they integrate to ``n_electrons`` exactly (see the module docstring)."""
-    directions = directions or correction_directions(basis)
-    symbols = atoms.get_chemical_symbols()
-    missing = n_electrons - density.electron_count(atoms, coefficients, basis)
-    capacity = sum(basis.moments(s)[0] @ directions[s] for s in symbols)
-    corrected = np.array(coefficients, dtype=float)
-    for i, sym in enumerate(symbols):
-        u = directions[sym]
-        corrected[i, :len(u)] += (missing / capacity) * u
-    return corrected
-
-
 class DensityCalculator(Calculator):
     """Electron densities, charges and dipoles from a trained density model.
 
@@ -149,7 +113,6 @@ class DensityCalculator(Calculator):
                                base=getattr(base, "name", type(base).__name__) if base is not None else None)
         self.implemented_properties = DENSITY_PROPERTIES + [
             p for p in BASE_PROPERTIES if base is not None and p in base.implemented_properties]
-        self._directions = correction_directions(self.basis)
 
     # --- the ASE contract ---
     def calculate(self, atoms=None, properties=("dipole",), system_changes=all_changes):
@@ -157,31 +120,16 @@ class DensityCalculator(Calculator):
         properties from ``base``."""
         super().calculate(atoms, properties, system_changes)
         if "density_coefficients" not in self.results:
-            self.results.update(self.compute_batch([self.atoms])[0])
+            frame = next(predict_frames(self.model, [(None, self.atoms)], batch_size=1, basis=self.basis,
+                                         validation={"allow_non_water": self.allow_non_water}))
+            self.results.update(density_coefficients=frame.coefficients, density_coefficients_uncorrected=frame.uncorrected,
+                                **density_properties(self.atoms, frame.coefficients, self.basis, frame.uncorrected))
         for name in properties:
             if name in BASE_PROPERTIES:
                 if self.base is None:
                     raise PropertyNotImplementedError(f"{name}: DensityCalculator predicts densities only; "
                                                       "pass base=<an ASE calculator> for energies and forces")
                 self.results[name] = self.base.get_property(name, self.atoms)
-
-    def compute_batch(self, frames, labels=None) -> list:
-        """The density properties of several structures in one forward pass: a list of dicts
-        with the keys of :data:`DENSITY_PROPERTIES` (units as in the module docstring).
-        ``labels`` name the frames in validation errors."""
-        from nequip_plugin.inference import predict_coefficients_batch
-
-        labels = labels if labels is not None else [None] * len(frames)
-        for atoms, label in zip(frames, labels):
-            validate_atoms(atoms, elements=self.elements, label=label, allow_non_water=self.allow_non_water)
-        out = []
-        for atoms, raw in zip(frames, predict_coefficients_batch(self.model, frames)):
-            n_electrons = int(atoms.get_atomic_numbers().sum() - round(atoms.get_initial_charges().sum()))
-            coefficients = correct_electron_count(atoms, raw, self.basis, n_electrons, self._directions)
-            out.append({"density_coefficients": coefficients, "density_coefficients_uncorrected": raw,
-                        "charges": density.atomic_charges(atoms, coefficients, self.basis),
-                        "dipole": density.dipole_moment(atoms, coefficients, self.basis)})
-        return out
 
     # --- density helpers ---
     def get_density_coefficients(self, atoms=None, layout: str = "e3nn", corrected: bool = True) -> np.ndarray:

@@ -1,45 +1,67 @@
-"""``ase-density`` command line: sample | label | predict | evaluate | analyze."""
+"""``ase-density`` command line: sample | label | info | predict | evaluate | analyze.
+
+The commands parse arguments and print; the work is done by library functions. Errors a user can
+cause (:class:`ase_density.errors.AseDensityError`) are printed as one line on stderr,
+``ase-density <command>: error: <message>``, without a traceback.
+
+Exit codes: 0 success; 1 the run finished but some structures failed (recorded in the output) or
+``info`` found problems; 2 an input, option, model or output error (also argparse's usage errors);
+130 interrupted (Ctrl-C). A run stopped by an error keeps what it stored before the error, and a
+rerun continues from there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .errors import AseDensityError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _ranged(kind, lo=None, hi=None, what="a number"):
+    """An argparse type: ``kind`` within [lo, hi]."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or value != value:
+            bounds = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
+        return value
+    return parse
+
+
+POSITIVE = _ranged(int, 1, what="an integer")
+NON_NEGATIVE = _ranged(int, 0, what="an integer")
+POSITIVE_FLOAT = _ranged(float, 1e-300, what="a number")
+GRID_LEVEL = _ranged(int, 0, 9, what="an integer")  # PySCF's DFT grid levels
+
 
 def _sample(args):
-    import ase.io
-    from tqdm import tqdm
+    from .clusters import sample_file
 
-    from .clusters import sample_clusters
-
-    start = 0
-    try:
-        start = len(ase.io.read(args.output, index=":")) if args.resume else 0
-    except FileNotFoundError:
-        start = 0
-    if start >= args.n:
-        print(f"{args.output} already holds {start} clusters")
-        return 0
-    mode = "a" if start else "w"
-    with open(args.output, mode) as fh:
-        for atoms in tqdm(sample_clusters(args.n, args.waters, args.seed, relax_steps=args.relax_steps, start=start),
-                          total=args.n, initial=start, desc="sampling clusters", unit="cluster"):
-            ase.io.write(fh, atoms, format="extxyz")
-            fh.flush()
-    return 0
+    new = sample_file(args.output, args.n, args.waters, seed=args.seed, relax_steps=args.relax_steps,
+                      resume=args.resume)
+    print(f"{args.output}: {new} new clusters, {args.n} in all")
+    return EXIT_OK
 
 
 def _label(args):
     import ase.io
 
+    from .errors import DatasetError, InputError
+    from .h5io import check_not_input
     from .labelling import label_structures
     from .reference import ReferenceSettings
 
+    check_not_input(args.output, [args.structures], DatasetError)
     try:
         structures = ase.io.read(args.structures, index=":")
-    except Exception as exc:
-        print(f"error: cannot read structures from {args.structures}: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # ASE raises many kinds for unreadable files
+        raise InputError(f"cannot read structures from {args.structures}: {type(exc).__name__}: {exc}") from exc
     settings = ReferenceSettings(xc=args.xc, basis=args.basis, auxbasis=args.auxbasis, grid_level=args.grid_level,
                                  conv_tol=args.conv_tol, density_fit_scf=args.density_fit_scf)
     summary = label_structures(structures, args.output, settings, workers=args.workers, dask_address=args.dask,
@@ -49,7 +71,7 @@ def _label(args):
           f"{len(summary['failed'])} failed")
     for key, reason in summary["failed"]:
         print(f"  FAILED {key}: {reason.splitlines()[0] if reason else ''}")
-    return 1 if summary["failed"] else 0
+    return EXIT_PARTIAL if summary["failed"] else EXIT_OK
 
 
 def _info(args):
@@ -57,13 +79,9 @@ def _info(args):
 
     import numpy as np
 
-    from .dataset import DatasetError, ReferenceData
+    from .dataset import ReferenceData
 
-    try:
-        data = ReferenceData(args.data)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    data = ReferenceData(args.data)
     waters = np.array([len(a) // 3 for a in data])
     fit = np.array([a.info["fit_error"] for a in data])
     summary = {"file": args.data, "structures": len(data), "failures": len(data.failures),
@@ -74,7 +92,7 @@ def _info(args):
                "problems": data.validate(), "settings": data.settings}
     if args.json:
         print(json.dumps(summary, indent=1))
-        return 0
+        return EXIT_PARTIAL if summary["problems"] else EXIT_OK
     print(f"{args.data}: {summary['structures']} structures ({summary['waters_min']}–{summary['waters_max']} waters), "
           f"{summary['failures']} failures, {summary['density_matrices']} with density matrices")
     print("  " + ", ".join(f"{k}={v}" for k, v in data.settings.items()))
@@ -85,23 +103,19 @@ def _info(args):
         print(f"  PROBLEM {problem}")
     for key, reason in data.failures:
         print(f"  FAILED {key}: {reason.splitlines()[0] if reason else ''}")
-    return 1 if summary["problems"] else 0
+    return EXIT_PARTIAL if summary["problems"] else EXIT_OK
 
 
 def _analyze(args):
-    from .trajectory import TrajectoryError, analyze_trajectory
+    from .trajectory import analyze_trajectory
 
-    try:
-        summary = analyze_trajectory(
-            args.trajectory, args.output, model=args.model, every=args.every, start=args.start, stop=args.stop,
-            timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
-            correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
-            cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
-            progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model,
-            allow_non_water=args.allow_non_water)
-    except (TrajectoryError, ValueError) as exc:  # unreadable input, bad frames, other settings, bad model
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    summary = analyze_trajectory(
+        args.trajectory, args.output, model=args.model, every=args.every, start=args.start, stop=args.stop,
+        timestep=args.timestep, batch_size=args.batch_size, save_coefficients=args.save_coefficients,
+        correct_electron_count=not args.no_electron_count_correction, cubes=args.cubes,
+        cube_every=args.cube_every, plots=args.plots, device=args.device, overwrite=args.overwrite,
+        progress=not args.quiet, max_lag_fs=args.max_lag, threads=args.threads, trust_model=args.trust_model,
+        allow_non_water=args.allow_non_water)
     water, ne = summary["water_dipole_debye"], summary["electron_count_error"]
     print(f"{args.output}: {summary['n_frames']} frames ({summary['n_frames_new']} new); mean |dipole| "
           f"{summary['dipole_debye_mean']:.3f} D; water dipoles {water.get('mean', float('nan')):.3f} ± "
@@ -114,7 +128,7 @@ def _analyze(args):
           f"  IR spectrum: timestep {ir['timestep_fs']:g} fs, correlation window {ir['max_lag_fs']:g} fs")
     for path in summary.get("plots", []):
         print(f"  plot: {path}")
-    return 0
+    return EXIT_OK
 
 
 def _add_trust_model(p):
@@ -135,81 +149,42 @@ def _add_analyze(sub):
     p.add_argument("-o", "--output", required=True, help="HDF5 file (created, or resumed with the same settings)")
     p.add_argument("--model", help="density model (.nequip.zip/.ckpt); default: the shipped model")
     _add_trust_model(p)
-    p.add_argument("--every", type=int, default=1, metavar="K", help="analyse every K-th frame")
-    p.add_argument("--start", type=int, default=0, help="first frame (>= 0)")
-    p.add_argument("--stop", type=int, help="stop before this frame (default: the end)")
-    p.add_argument("--timestep", type=float, metavar="FS",
+    p.add_argument("--every", type=POSITIVE, default=1, metavar="K", help="analyse every K-th frame")
+    p.add_argument("--start", type=NON_NEGATIVE, default=0, help="first frame (>= 0)")
+    p.add_argument("--stop", type=NON_NEGATIVE, help="stop before this frame (default: the end)")
+    p.add_argument("--timestep", type=POSITIVE_FLOAT, metavar="FS",
                    help="time between trajectory frames in fs (default: atoms.info['time'] when stored)")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
+    p.add_argument("--batch-size", type=POSITIVE, default=16, help="frames per forward pass")
     p.add_argument("--save-coefficients", action="store_true", help="also store positions and coefficients")
     _add_allow_non_water(p)
     p.add_argument("--no-electron-count-correction", action="store_true",
                    help="analyse the raw coefficients instead of those corrected to the exact electron count")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots here")
     p.add_argument("--cubes", metavar="DIR", help="write density cube files of analysed frames here")
-    p.add_argument("--cube-every", type=int, default=1, metavar="N", help="a cube file for every N-th analysed frame")
-    p.add_argument("--max-lag", type=float, metavar="FS", help="IR correlation window (default: half the run)")
+    p.add_argument("--cube-every", type=POSITIVE, default=1, metavar="N", help="a cube file for every N-th analysed frame")
+    p.add_argument("--max-lag", type=POSITIVE_FLOAT, metavar="FS", help="IR correlation window (default: half the run)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--overwrite", action="store_true", help="start the output file afresh")
+    p.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the output file afresh (the old one is replaced only when the run succeeds)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_analyze)
 
 
 def _predict(args):
-    import itertools
-    import os
-
-    import ase.io
-    from tqdm import tqdm
-
     from .calculator import DensityCalculator
-    from .density import write_cube
-    from .predictions import PredictionWriter
-    from .validation import StructureError, validate_atoms
+    from .predictions import predict_file
 
     calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model,
                              allow_non_water=args.allow_non_water)
-    if args.cube:
-        os.makedirs(args.cube, exist_ok=True)
-    frames = enumerate(ase.io.iread(args.structures, index=":"))
-    n_read, n_done, status = 0, 0, 0
-    with PredictionWriter(args.output, calc, source=args.structures) as writer, \
-            tqdm(desc="predicting", unit="frame") as bar:
-        while True:
-            try:
-                batch = list(itertools.islice(frames, args.batch_size))
-            except Exception as exc:  # unreadable frame: keep what was written
-                print(f"error: reading {args.structures} failed after {n_read} frames: {exc}", file=sys.stderr)
-                status = 2
-                batch = []
-            good = []
-            for index, atoms in batch:
-                try:
-                    validate_atoms(atoms, elements=calc.elements, label=f"frame {index}",
-                                   allow_non_water=calc.allow_non_water)
-                except StructureError as exc:
-                    if not args.skip_invalid:
-                        print(f"error: {exc}", file=sys.stderr)
-                        status = 1
-                        break
-                    writer.write_failure(index, str(exc))
-                    continue
-                good.append((index, atoms))
-            if good:
-                indices, atoms_list = zip(*good)
-                results = calc.compute_batch(atoms_list)
-                writer.write(indices, atoms_list, results)
-                for index, atoms, res in zip(indices, atoms_list, results) if args.cube else ():
-                    write_cube(os.path.join(args.cube, f"frame_{index:06d}.cube"), atoms, res["density_coefficients"],
-                               calc.basis, spacing=args.cube_spacing, margin=args.cube_margin)
-                n_done += len(good)
-            n_read += len(batch)
-            bar.update(len(batch))
-            if status or len(batch) < args.batch_size:
-                break
-    print(f"{args.output}: predictions for {n_done} frames" + (f", cube files in {args.cube}" if args.cube else ""))
-    return status
+    summary = predict_file(args.structures, args.output, calc, batch_size=args.batch_size,
+                           skip_invalid=args.skip_invalid, cubes=args.cube, cube_spacing=args.cube_spacing,
+                           cube_margin=args.cube_margin, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{args.output}: predictions for {summary['done']} new frames, {summary['skipped']} stored before, "
+          f"{len(summary['failed'])} failed" + (f"; cube files in {args.cube}" if args.cube else ""))
+    for frame, reason in summary["failed"]:
+        print(f"  FAILED frame {frame}: {reason}")
+    return EXIT_PARTIAL if summary["failed"] else EXIT_OK
 
 
 def _evaluate(args):
@@ -219,8 +194,8 @@ def _evaluate(args):
     from .dataset import ReferenceData
     from .evaluation import evaluate, format_report
 
-    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
     data = ReferenceData(args.data)
+    calc = DensityCalculator(model=args.model, device=args.device, trust_model=args.trust_model)
     indices = range(min(args.limit, len(data))) if args.limit else None
     report = evaluate(calc, data, indices=indices, grid_level=args.grid_level, batch_size=args.batch_size,
                       full_density=not args.no_full_density, progress=True)
@@ -229,22 +204,28 @@ def _evaluate(args):
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)
         print(f"written {args.json}")
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
-    from .reference import GRID_LEVELS
 
-    parser = argparse.ArgumentParser(prog="ase-density", description="Machine-learned electron densities for water clusters.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ase-density", description="Machine-learned electron densities for water clusters.",
+                                     epilog="exit codes: 0 success; 1 some structures failed (recorded) or info found "
+                                            "problems; 2 input, option, model or output error; 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample", help="sample water-cluster geometries (extxyz)")
-    p.add_argument("-n", type=int, required=True, help="number of clusters")
-    p.add_argument("--waters", type=int, nargs=2, metavar=("MIN", "MAX"), required=True, help="water count range")
+    p.add_argument("-n", type=POSITIVE, required=True, help="number of clusters")
+    p.add_argument("--waters", type=POSITIVE, nargs=2, metavar=("MIN", "MAX"), required=True, help="water count range")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--relax-steps", type=int, default=300, help="TIP3P FIRE steps before thermal variety")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite instead of continuing a file")
+    p.add_argument("--relax-steps", type=NON_NEGATIVE, default=300, help="TIP3P FIRE steps before thermal variety")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="replace the file (once all clusters are made) instead of continuing it; a continued file "
+                        "must have been sampled with the same --seed, --waters and --relax-steps")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_sample)
 
@@ -254,10 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xc", default="PBE0", help="functional, or HF")
     p.add_argument("--basis", default="def2-SVP", help="orbital basis")
     p.add_argument("--auxbasis", default=DEFAULT_AUXBASIS, help="aux basis name, '<name>-decontract', or a basis file")
-    p.add_argument("--grid-level", type=int, default=3, choices=GRID_LEVELS, metavar="0-9", help="PySCF DFT grid level")
-    p.add_argument("--conv-tol", type=float, default=1e-9)
+    p.add_argument("--grid-level", type=GRID_LEVEL, default=3, help="PySCF DFT grid level, 0..9")
+    p.add_argument("--conv-tol", type=POSITIVE_FLOAT, default=1e-9)
     p.add_argument("--density-fit-scf", action="store_true", help="density-fitted (RI-JK) SCF")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="local worker processes")
     p.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address (tcp://host:port)")
     p.add_argument("--save-dm", action="store_true", help="also store the AO density matrix per structure")
     p.add_argument("--no-fit-error", action="store_true", help="skip eps of the fit against the full density")
@@ -273,12 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("structures", help="any ASE-readable file with one or more frames")
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
     _add_trust_model(p)
-    p.add_argument("-o", "--output", default="predictions.h5", help="HDF5 file (overwritten)")
+    p.add_argument("-o", "--output", default="predictions.h5",
+                   help="HDF5 file (created, or continued when made by the same model from the same frames)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the output file afresh (the old one is replaced only when the run succeeds)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--cube", metavar="DIR", help="also write one cube file per frame into DIR")
-    p.add_argument("--cube-spacing", type=float, default=0.2, help="cube grid spacing (Å)")
-    p.add_argument("--cube-margin", type=float, default=3.0, help="cube box margin beyond the atoms (Å)")
+    p.add_argument("--cube-spacing", type=POSITIVE_FLOAT, default=0.2, help="cube grid spacing (Å)")
+    p.add_argument("--cube-margin", type=_ranged(float, 0.0), default=3.0, help="cube box margin beyond the atoms (Å)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
+    p.add_argument("--batch-size", type=POSITIVE, default=16, help="frames per forward pass")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid frames as failures and go on (default: stop at the first one)")
     _add_allow_non_water(p)
@@ -289,19 +274,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (.nequip.zip or .nequip.pt2); default: the shipped model")
     _add_trust_model(p)
     p.add_argument("--json", metavar="FILE", help="also write the full report (per structure) as JSON")
-    p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level for eps_rho")
-    p.add_argument("--limit", type=int, help="only the first N structures")
+    p.add_argument("--grid-level", type=GRID_LEVEL, default=3, help="PySCF grid level for eps_rho, 0..9")
+    p.add_argument("--limit", type=POSITIVE, help="only the first N structures")
     p.add_argument("--no-full-density", action="store_true", help="skip eps against stored DFT density matrices")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=16, help="structures per forward pass")
+    p.add_argument("--batch-size", type=POSITIVE, default=16, help="structures per forward pass")
     p.set_defaults(func=_evaluate)
     _add_analyze(sub)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (module docstring)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except AseDensityError as exc:
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"ase-density {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"ase-density {args.command}: interrupted; what was stored so far is kept (rerun to continue)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from .errors import InputError, OptionError
+
 R_OH, ANGLE_HOH = 0.9572, 104.52  # TIP3P geometry (Å, degrees)
 THERMAL = dict(translation=0.15, rotation_deg=8.0, r_oh_mean=0.97, r_oh_sigma=0.03, angle_mean=104.5, angle_sigma=5.0)
 MIN_OO, MIN_OH_INTER, MIN_HH_INTER = 2.3, 1.3, 1.4  # Å: closer intermolecular contacts are rejected
@@ -188,12 +190,61 @@ def sample_clusters(n_clusters: int, n_waters_range, seed: int, relax_steps: int
     (min, max inclusive); cluster k depends only on (seed, k), so a run can resume at ``start``."""
     lo, hi = n_waters_range
     if not 1 <= lo <= hi:
-        raise ValueError(f"invalid water range {n_waters_range}: need 1 <= min <= max")
+        raise OptionError(f"invalid water range {lo} {hi}: need 1 <= MIN <= MAX")
     for k in range(start, n_clusters):
         n = int(np.random.default_rng([seed, k, 0]).integers(lo, hi + 1))
         atoms = sample_cluster(n, [seed, k, 1], relax_steps=relax_steps)
-        atoms.info.update(seed=seed, index=k)
+        atoms.info.update(index=k, **_settings(seed, n_waters_range, relax_steps))
         yield atoms
+
+
+def _settings(seed, n_waters_range, relax_steps) -> dict:
+    """The sampling settings stored in every cluster's ``info`` (a resumed file must match them)."""
+    return {"seed": int(seed), "waters_min": int(n_waters_range[0]), "waters_max": int(n_waters_range[1]),
+            "relax_steps": int(relax_steps)}
+
+
+def sample_file(output, n_clusters: int, n_waters_range, seed: int = 0, relax_steps: int = 300, resume: bool = True,
+                progress: bool = True) -> int:
+    """Write ``n_clusters`` clusters (:func:`sample_clusters`) to the extxyz file ``output``. With
+    ``resume``, an existing ``output`` is continued, but only if every cluster in it was sampled
+    with the same ``seed``, water range and ``relax_steps`` (else :class:`OptionError`), and each
+    cluster is appended as soon as it is made; without, the clusters go to a temporary file that
+    replaces ``output`` once all are written. Returns the
+    number of new clusters."""
+    import os
+
+    import ase.io
+    from tqdm import tqdm
+
+    if n_clusters < 1:
+        raise OptionError(f"the number of clusters must be >= 1, got {n_clusters}")
+    output = os.fspath(output)
+    wanted = _settings(seed, n_waters_range, relax_steps)
+    start = 0
+    if resume and os.path.exists(output):
+        try:
+            existing = ase.io.read(output, index=":", format="extxyz")
+        except Exception as exc:  # ASE raises many kinds for unreadable files
+            raise InputError(f"{output}: cannot read it to resume sampling ({type(exc).__name__}: {exc})") from exc
+        for k, atoms in enumerate(existing):
+            found = {name: atoms.info.get(name) for name in wanted}
+            if found != wanted or atoms.info.get("index") != k:
+                raise OptionError(f"{output}: cluster {k} was sampled with other settings ({found}, index "
+                                  f"{atoms.info.get('index')}); requested {wanted}: refusing to append (choose another "
+                                  "output, or pass --no-resume)")
+        start = len(existing)
+    if start >= n_clusters:
+        return 0
+    target = output if resume else output + ".tmp"  # a fresh file replaces the old one only when complete
+    with open(target, "a" if resume else "w") as fh:
+        for atoms in tqdm(sample_clusters(n_clusters, n_waters_range, seed, relax_steps=relax_steps, start=start),
+                          total=n_clusters, initial=start, desc="sampling clusters", unit="cluster", disable=not progress):
+            ase.io.write(fh, atoms, format="extxyz")
+            fh.flush()
+    if target != output:
+        os.replace(target, output)
+    return n_clusters - start
 
 
 def water_droplet(n_waters: int, seed, max_sweeps: int = 200) -> Atoms:

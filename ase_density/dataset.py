@@ -10,27 +10,25 @@ Layout (one file = one level of theory, recorded in the root attributes):
     /density_matrix/values — optional AO density matrices, lower triangles packed, concatenated
     /failures/key, /failures/reason — structures that could not be labelled, with the reason
 
-The writer keeps the file in HDF5's single-writer/multiple-reader (SWMR) mode and flushes each
-record before marking it complete, so a killed run (SIGKILL included) leaves a readable file that
-holds every finished record; the next writer repairs the open-file flag by copying the complete
-records into a fresh file.
+The writer follows the discipline of :mod:`ase_density.h5io`: lock first, SWMR, one flushed
+record at a time, repair after a crash, refusal of foreign files and other settings.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 
-import h5py
 import numpy as np
 from ase import Atoms
 
 from .basis import AuxBasis
+from .errors import DatasetError
+from .h5io import KEY_DTYPE, REASON_DTYPE, Column, LockedH5Writer, complete_count, open_for_reading
 
 FORMAT = "ase-density-reference"
 FORMAT_VERSION = 1
-KEY_DTYPE, REASON_DTYPE = "S64", "S1024"
+WHAT = "ase-density reference file"
 UNITS = {"positions": "Angstrom", "coefficients": "atomic units (density in e/Bohr^3)", "energy": "eV",
          "dipole": "e*Angstrom", "time": "s", "fit_error": "percent of electrons"}
 
@@ -42,197 +40,48 @@ STRUCTURE_FIELDS = {  # name: (trailing shape, dtype, fill value)
 }
 
 
-class DatasetError(ValueError):
-    """A reference file that is not ours, was made with other settings, or is damaged."""
+def _schema(width: int) -> dict:
+    return {
+        "atoms": {"numbers": Column((), "i1", 0, chunk=4096), "positions": Column((3,), "f8", 0.0),
+                  "coefficients": Column((width,), "f8", np.nan, chunk=256)},
+        "structures": {name: Column(shape, dtype, fill, chunk=256) for name, (shape, dtype, fill) in STRUCTURE_FIELDS.items()},
+        "density_matrix": {"values": Column((), "f8", 0.0, chunk=65536)},
+        "failures": {"key": Column((), KEY_DTYPE, b"", chunk=256), "reason": Column((), REASON_DTYPE, b"", chunk=256)},
+    }
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("ase-density", "pyscf", "ase", "numpy", "h5py"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def open_for_reading(path, fmt: str = FORMAT, error=None, what: str = "ase-density reference file"):
-    """Open one of the project's HDF5 files (format attribute ``fmt``) read-only, also while a
-    writer has it open in SWMR mode or after such a writer was killed. Raises ``error`` (default
-    :class:`DatasetError`) for a missing, unreadable or foreign file."""
-    error = error or DatasetError
-    if not os.path.exists(path):
-        raise error(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        if "already open for write" not in str(exc):
-            raise error(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
-        # being written right now, or its writer was killed: SWMR readers see every flushed record
-        f = h5py.File(path, "r", libver="latest", swmr=True)
-    found = f.attrs.get("format")
-    if found != fmt:
-        f.close()
-        raise error(f"{path}: not an {what} (format attribute {found!r} missing or wrong)")
-    return f
-
-
-class WriterLock:
-    """An exclusive lock on ``<path>.lock`` for the one process that may write ``path``; raises
-    ``error`` if another process holds it. ``release()`` removes the lock file."""
-
-    def __init__(self, path, error=None):
-        self._file = open(os.fspath(path) + ".lock", "w")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise (error or DatasetError)(f"{path}: another process is writing this file") from None
-
-    def release(self):
-        if not self._file.closed:
-            try:
-                os.unlink(self._file.name)
-            except FileNotFoundError:
-                pass
-            self._file.close()
-
-
-def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file, read in 16 MB chunks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def read_reference(path):
+    """``path`` opened read-only as a reference file (also while it is being written); raises
+    :class:`DatasetError` for a missing, unreadable or foreign file."""
+    return open_for_reading(path, FORMAT, DatasetError, WHAT)
 
 
 def _n_complete(f) -> int:
     """Number of complete structure records (those whose key was written)."""
     try:
-        keys = f["structures/key"][()]
+        return complete_count(f["structures/key"], b"")
     except KeyError as exc:
         raise DatasetError(f"{f.filename}: missing /structures/key: truncated or not an ase-density file") from exc
-    empty = np.where(keys == b"")[0]
-    return int(empty[0]) if len(empty) else len(keys)
-
-
-class LockedH5Writer:
-    """Base of the project's appending writers: an open HDF5 file ``f`` and the
-    :class:`WriterLock` ``_lock``; ``close()`` (or leaving the ``with`` block) closes and releases both.
-    Subclasses give ``_check_compatible(meta)``, ``_repair()`` and ``_create(meta)``."""
-
-    f = None
-
-    def _read(self):
-        """``self.path`` opened read-only (SWMR), refusing files that are not of this writer's kind."""
-        return open_for_reading(self.path)
-
-    def _complete_rows(self, f) -> dict:
-        """{group: rows of its datasets that complete records occupy} in the open file ``f``."""
-        raise NotImplementedError
-
-    def _repair(self):
-        """Drop the rows of records a killed writer left unfinished. A writer killed in SWMR mode
-        leaves the file flagged open: then the complete records are copied into a fresh file that
-        atomically replaces the old one."""
-        try:
-            with h5py.File(self.path, "a", libver="latest") as f:
-                for group, n in self._complete_rows(f).items():
-                    for ds in f[group].values():
-                        if ds.shape[0] != n:
-                            ds.resize((n, *ds.shape[1:]))
-            return
-        except OSError:
-            pass
-        tmp = self.path + ".repair"
-        with self._read() as old, h5py.File(tmp, "w", libver="latest") as new:
-            new.attrs.update(dict(old.attrs))
-            for group, n in self._complete_rows(old).items():
-                for name, ds in old[group].items():
-                    fill = {} if ds.dtype.kind == "S" else {"fillvalue": ds.fillvalue}  # a 64 kB fill overflows the header
-                    new.create_dataset(f"{group}/{name}", data=ds[:n], maxshape=(None, *ds.shape[1:]),
-                                       chunks=ds.chunks, **fill)
-        os.replace(tmp, self.path)
-
-    @staticmethod
-    def _append(ds, values) -> int:
-        """Append rows ``values`` to the resizable dataset ``ds``; returns the first new row."""
-        n = ds.shape[0]
-        ds.resize((n + len(values), *ds.shape[1:]))
-        ds[n:] = values
-        return n
-
-    def _open(self, meta: dict) -> None:
-        """Under the held lock: reopen ``self.path`` (after refusing other ``meta`` and repairing
-        what a killed writer left) or create it; then SWMR mode. Releases the lock on failure."""
-        try:
-            if os.path.exists(self.path):
-                self._check_compatible(meta)
-                self._repair()
-                self.f = h5py.File(self.path, "a", libver="latest")
-            else:
-                self.f = self._create(meta)
-        except BaseException:
-            self._lock.release()
-            raise
-        self.f.swmr_mode = True
-
-    def close(self):
-        if getattr(self, "f", None) is not None:
-            self.f.close()
-            self.f = None
-        self._lock.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class ReferenceWriter(LockedH5Writer):
     """Append reference records to ``path``, one flushed record at a time; creates the file or
-    reopens it (same ``settings`` and ``basis`` only). Use as a context manager."""
+    reopens it (same ``settings`` and ``basis`` only), with the discipline of
+    :mod:`ase_density.h5io`. ``inputs``: files the output must not be. Use as a context manager."""
 
-    def __init__(self, path, settings: dict, basis: AuxBasis):
-        self.path = os.fspath(path)
+    FORMAT, WHAT, ERROR = FORMAT, WHAT, DatasetError
+
+    def __init__(self, path, settings: dict, basis: AuxBasis, inputs=(), overwrite: bool = False):
         self.basis = basis
-        self._lock = WriterLock(self.path)
-        self._open({"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()})
+        self.schema = _schema(basis.width)
+        self._start(path, {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()},
+                    inputs, overwrite)
         self._done = {k.decode() for k in self.f["structures/key"][:_n_complete(self.f)]}
         self._failed = {k.decode() for k in self.f["failures/key"][()] if k}
 
-    def _create(self, meta):
-        f = h5py.File(self.path, "w", libver="latest")
-        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, layout="e3nn", padding="NaN",
-                       width=self.basis.width, metric="coulomb", constraint="exact electron count",
-                       units=json.dumps(UNITS), versions=json.dumps(_versions()), **meta)
-        atoms = f.create_group("atoms")
-        atoms.create_dataset("numbers", (0,), maxshape=(None,), dtype="i1", chunks=(4096,))
-        atoms.create_dataset("positions", (0, 3), maxshape=(None, 3), dtype="f8", chunks=(1024, 3))
-        atoms.create_dataset("coefficients", (0, self.basis.width), maxshape=(None, self.basis.width), dtype="f8",
-                             chunks=(256, self.basis.width), fillvalue=np.nan)
-        structures = f.create_group("structures")
-        for name, (shape, dtype, fill) in STRUCTURE_FIELDS.items():
-            structures.create_dataset(name, (0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                      chunks=(256, *shape), fillvalue=fill)
-        f.create_group("density_matrix").create_dataset("values", (0,), maxshape=(None,), dtype="f8", chunks=(65536,))
-        failures = f.create_group("failures")
-        failures.create_dataset("key", (0,), maxshape=(None,), dtype=KEY_DTYPE, chunks=(256,))
-        failures.create_dataset("reason", (0,), maxshape=(None,), dtype=REASON_DTYPE, chunks=(256,))
-        return f
-
-    def _check_compatible(self, meta):
-        with self._read() as f:
-            for name, value in meta.items():
-                if f.attrs.get(name) != value:
-                    raise DatasetError(f"{self.path}: made with other {name} than requested; refusing to append.\n"
-                                       f"  file:      {f.attrs.get(name)}\n  requested: {value}")
+    def _new_file_attrs(self) -> dict:
+        return dict(format_version=FORMAT_VERSION, layout="e3nn", padding="NaN", width=self.basis.width,
+                    metric="coulomb", constraint="exact electron count", units=json.dumps(UNITS))
 
     def _complete_rows(self, f) -> dict:
         n = _n_complete(f)
@@ -294,7 +143,7 @@ class ReferenceData:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        with open_for_reading(self.path) as f:
+        with read_reference(self.path) as f:
             try:
                 self.settings = json.loads(f.attrs["settings"])
                 self.basis = AuxBasis.from_json(f.attrs["auxbasis"])
@@ -349,7 +198,7 @@ class ReferenceData:
         start, nao = int(self._structures["dm_start"][i]), int(self._structures["nao"][i])
         if start < 0:
             raise DatasetError(f"{self.path}: structure {self.keys[i]} has no stored density matrix (label with --save-dm)")
-        with open_for_reading(self.path) as f:
+        with read_reference(self.path) as f:
             packed = f["density_matrix/values"][start:start + nao * (nao + 1) // 2]
         if len(packed) != nao * (nao + 1) // 2:
             raise DatasetError(f"{self.path}: density matrix of {self.keys[i]} is truncated")

@@ -2,9 +2,33 @@
 
 rho(r) = sum_atoms sum_functions C * chi(r - R), chi the auxiliary basis functions; rho in
 electrons/Bohr^3 unless a function says otherwise.
+
+**Partition.** The density is split by the atom whose basis functions carry it: the atomic
+charge is q_i = Z_i - ∫rho_i. Molecules are groups of atom indices (for water:
+:func:`ase_density.validation.find_waters`). The dipole of molecule w is taken about its own
+centre of nuclear charge o_w = Σ Z_i R_i / Σ Z_i,
+
+    mu_w = Σ_{i in w} [ Z_i (R_i - o_w) - ∫ (r - o_w) rho_i(r) dr ],
+
+which is origin-independent even when the partition leaves a molecule slightly charged.
+
+**Electron-count correction.** A model's coefficients c integrate to N' = Σ_atoms q_Z·c_atom, not
+exactly to N. :func:`correct_electron_count` applies the smallest change Δc, measured in the
+block-diagonal one-centre Coulomb metric (each atom's own J_Z = (P|Q),
+:meth:`ase_density.basis.AuxBasis.coulomb_metric`), that restores N:
+
+    minimise Σ_atoms Δc_a^T J_Z Δc_a   subject to   Σ_atoms q_Z·(c_a + Δc_a) = N
+    =>  Δc_a = λ J_Z^{-1} q_Z,   λ = (N - N') / Σ_atoms q_Z^T J_Z^{-1} q_Z
+
+q_Z (the integral of each function) is non-zero only for s functions, and a one-centre J_Z does
+not couple different l or m, so the correction changes only scalar coefficients: it keeps
+rotation and permutation equivariance and costs O(n_atoms). (The full multi-centre Coulomb metric
+would cost a dense solve over all auxiliary functions of the system.)
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from ase.units import Bohr, Debye
@@ -86,6 +110,75 @@ def atomic_charges(atoms, coefficients, basis: AuxBasis) -> np.ndarray:
     return atoms.get_atomic_numbers() - atomic_populations(atoms, coefficients, basis)
 
 
+def expected_electron_count(atoms) -> int:
+    """Electrons of ``atoms``: Σ Z minus the total initial charge (e)."""
+    return int(atoms.get_atomic_numbers().sum() - round(float(atoms.get_initial_charges().sum())))
+
+
+def correction_directions(basis: AuxBasis) -> dict:
+    """{symbol: u_Z = J_Z^{-1} q_Z} (e3nn layout, a.u.): the per-atom direction of the
+    electron-count correction in the one-centre Coulomb metric (module docstring)."""
+    out = {}
+    for sym in basis.symbols:
+        s = basis.element(sym).function_l() == 0  # q is zero off the s block, which J_Z does not couple to
+        out[sym] = np.zeros(len(s))
+        out[sym][s] = np.linalg.solve(basis.coulomb_metric(sym)[np.ix_(s, s)], basis.moments(sym)[0][s])
+    return out
+
+
+def correct_electron_count(atoms, coefficients, basis: AuxBasis, n_electrons=None, directions=None) -> np.ndarray:
+    """Coefficients (n_atoms, width, a.u.) changed minimally in the one-centre Coulomb metric so
+    that they integrate to ``n_electrons`` exactly (default :func:`expected_electron_count`);
+    ``directions``: :func:`correction_directions` of ``basis``, if already computed."""
+    directions = directions or correction_directions(basis)
+    if n_electrons is None:
+        n_electrons = expected_electron_count(atoms)
+    symbols = atoms.get_chemical_symbols()
+    missing = n_electrons - electron_count(atoms, coefficients, basis)
+    capacity = sum(basis.moments(s)[0] @ directions[s] for s in symbols)
+    corrected = np.array(coefficients, dtype=float)
+    for i, sym in enumerate(symbols):
+        u = directions[sym]
+        corrected[i, :len(u)] += (missing / capacity) * u
+    return corrected
+
+
+def centre_of_nuclear_charge(atoms, indices=None) -> np.ndarray:
+    """Σ Z_i R_i / Σ Z_i (Å) over atoms ``indices`` (default all)."""
+    z, pos = atoms.numbers.astype(float), atoms.get_positions()
+    if indices is not None:
+        z, pos = z[indices], pos[indices]
+    return z @ pos / z.sum()
+
+
+def _molecule_indices(atoms, molecules) -> list:
+    molecules = [np.asarray(m, dtype=int).ravel() for m in molecules]
+    for m in molecules:
+        if len(m) == 0 or m.min() < 0 or m.max() >= len(atoms):
+            raise ValueError(f"molecule {m.tolist()}: atom indices must lie in 0..{len(atoms) - 1}")
+    return molecules
+
+
+def molecular_charges(atoms, coefficients, basis: AuxBasis, molecules) -> np.ndarray:
+    """Net charge (e) of each molecule in ``molecules`` (a sequence of atom-index arrays, e.g.
+    the (n, 3) rows of :func:`ase_density.validation.find_waters`), the density partitioned by atom."""
+    charges = atomic_charges(atoms, coefficients, basis)
+    return np.array([charges[m].sum() for m in _molecule_indices(atoms, molecules)])
+
+
+def molecular_dipoles(atoms, coefficients, basis: AuxBasis, molecules) -> np.ndarray:
+    """(n_molecules, 3) dipoles (e·Å) of ``molecules`` (sequences of atom indices), each about its
+    own centre of nuclear charge, the density partitioned by atom (module docstring)."""
+    molecules = _molecule_indices(atoms, molecules)
+    if not molecules:
+        return np.zeros((0, 3))
+    origin = np.zeros((len(atoms), 3))
+    for m in molecules:
+        origin[m] = centre_of_nuclear_charge(atoms, m)
+    contributions = atomic_dipole_contributions(atoms, coefficients, basis, origin=origin)
+    return np.array([contributions[m].sum(axis=0) for m in molecules])
+
+
 def atomic_dipole_contributions(atoms, coefficients, basis: AuxBasis, origin=None) -> np.ndarray:
     """Each atom's share of the dipole moment (e·Å), shape (n_atoms, 3), analytic:
 
@@ -108,15 +201,14 @@ def atomic_dipole_contributions(atoms, coefficients, basis: AuxBasis, origin=Non
     return mu * Bohr
 
 
-def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA") -> np.ndarray:
-    """Dipole moment about the origin: sum Z (R) - ∫ r rho(r) dr, analytic. ``unit``: ``"eA"``
-    (e·Å, ASE's convention) or ``"debye"``."""
-    mu = atomic_dipole_contributions(atoms, coefficients, basis).sum(axis=0)  # e·Å
-    if unit == "eA":
-        return mu
-    if unit == "debye":
-        return mu / Debye
-    raise ValueError(f"unknown dipole unit {unit!r}: use 'eA' or 'debye'")
+def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA", origin=None) -> np.ndarray:
+    """Dipole moment about ``origin`` (Å; default the coordinate origin, ASE's convention):
+    Σ Z (R - o) - ∫ (r - o) rho(r) dr, analytic; the same for every origin when the density is
+    neutral. ``unit``: ``"eA"`` (e·Å) or ``"debye"``."""
+    if unit not in ("eA", "debye"):
+        raise ValueError(f"unknown dipole unit {unit!r}: use 'eA' or 'debye'")
+    mu = atomic_dipole_contributions(atoms, coefficients, basis, origin=origin).sum(axis=0)  # e·Å
+    return mu if unit == "eA" else mu / Debye
 
 
 def integration_grid(atoms, level: int = 3):
@@ -198,10 +290,7 @@ def density_error_by_l(atoms, predictions, reference_coefficients, basis: AuxBas
     the functions of angular momentum l (the denominator is the whole reference density)."""
     symbols = atoms.get_chemical_symbols()
     reference = _check(atoms, reference_coefficients, basis)
-    function_l = np.full((len(atoms), basis.width), -1)
-    for i, sym in enumerate(symbols):
-        ls = basis.element(sym).function_l()
-        function_l[i, :len(ls)] = ls
+    function_l = basis.function_l(symbols)
     columns = [basis.e3nn_to_pyscf(symbols, reference)]
     for prediction in predictions:
         delta = np.where(function_l >= 0, _check(atoms, prediction, basis) - reference, 0.0)
@@ -233,6 +322,8 @@ def write_cube(path, atoms, coefficients, basis: AuxBasis, spacing: float = 0.2,
     boxed = atoms.copy()
     boxed.set_cell(np.diag(n * spacing))
     boxed.set_pbc(False)
-    with open(path, "w") as fh:
+    tmp = f"{os.fspath(path)}.tmp"  # a killed run leaves no half-written cube under the real name
+    with open(tmp, "w") as fh:
         ase_write_cube(fh, boxed, data=values, origin=lo)
+    os.replace(tmp, path)
     return values

@@ -92,15 +92,14 @@ def water_charges(atoms, coefficients, basis, waters=None) -> np.ndarray:
     """Net charge (e) of each water molecule, shape (n_waters,); ``waters`` (n, 3) atom indices
     (default: found by O–H connectivity, :func:`ase_density.validation.find_waters`)."""
     waters = find_waters(atoms) if waters is None else np.asarray(waters, dtype=int).reshape(-1, 3)
-    return density.atomic_charges(atoms, coefficients, basis)[waters].sum(axis=1)
+    return density.molecular_charges(atoms, coefficients, basis, waters)
 
 
 def _centres(atoms, molecules) -> np.ndarray:
     """(n_atoms, 3) centre of nuclear charge (Å) of the molecule each atom belongs to."""
-    z, pos = atoms.numbers.astype(float), atoms.get_positions()
-    centre = np.empty_like(pos)
+    centre = np.empty((len(atoms), 3))
     for m in molecules:
-        centre[m] = z[m] @ pos[m] / z[m].sum()
+        centre[m] = density.centre_of_nuclear_charge(atoms, m)
     return centre
 
 
@@ -119,8 +118,8 @@ def dipole_components(atoms, coefficients, basis, molecules=None, origin=None) -
     covered = np.sort(np.concatenate(molecules)) if molecules else np.zeros(0, dtype=int)
     if not np.array_equal(covered, np.arange(len(atoms))):
         raise StructureError("the molecules must cover every atom exactly once")
-    z, pos = atoms.numbers.astype(float), atoms.get_positions()
-    o = z @ pos / z.sum() if origin is None else np.asarray(origin, dtype=float)
+    pos = atoms.get_positions()
+    o = density.centre_of_nuclear_charge(atoms) if origin is None else np.asarray(origin, dtype=float)
     charges = density.atomic_charges(atoms, coefficients, basis)
     centre = _centres(atoms, molecules)
     # each atom's term about its own nucleus: the l = 1 moment of its functions

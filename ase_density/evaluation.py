@@ -6,20 +6,22 @@ file stores the DFT density matrix, against the full DFT density (PySCF grid); t
 (e) against the fitted reference's charges; the electrostatic errors of
 :func:`ase_density.electrostatics.electrostatic_errors` (per-water net charges, and the dipole
 error split into molecular net charges, charge flow within molecules and atomic l = 1 moments);
-the electron-count error of the uncorrected model output. Over the file: means, and the RMSE of the (corrected) coefficients per element and l.
+the electron-count error of the uncorrected model output. Over the file: means, and the RMSE of
+the (corrected) coefficients per element and l.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 
 import numpy as np
 from ase.units import Debye
 
-from . import density
 from .electrostatics import ELECTROSTATIC_FIELDS, electrostatic_errors
-from .dataset import file_sha256
+from .errors import ModelError
+from .h5io import file_sha256, portable_path, versions
+from .prediction import predict_frames
+from .properties import density_properties
 
 #: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
 SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",
@@ -28,45 +30,45 @@ SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", 
 
 
 def check_same_basis(model_basis, data_basis):
-    """Raise ``ValueError`` unless the model predicts the data file's coefficient layout."""
+    """Raise :class:`~ase_density.errors.ModelError` unless the model predicts the data file's
+    coefficient layout."""
     for sym in data_basis.symbols:
         if sym not in model_basis.elements or \
                 model_basis.element(sym).to_pyscf() != data_basis.element(sym).to_pyscf():
-            raise ValueError(f"the model predicts aux basis {model_basis.name!r}, the data file is fitted in "
+            raise ModelError(f"the model predicts aux basis {model_basis.name!r}, the data file is fitted in "
                              f"{data_basis.name!r} (element {sym} differs): coefficients are not comparable")
 
 
-def evaluate_structure(atoms, result, basis, density_matrix=None, orbital_basis=None, grid_level: int = 3) -> dict:
-    """Metrics of one prediction (``result``: a ``DensityCalculator.compute_batch`` entry) against
-    a reference ``atoms`` from ``ReferenceData`` (fitted coefficients in
+def evaluate_structure(atoms, predicted, basis, density_matrix=None, orbital_basis=None, grid_level: int = 3) -> dict:
+    """Metrics of one prediction (``predicted``: a :class:`ase_density.prediction.PredictedFrame`)
+    against a reference ``atoms`` from ``ReferenceData`` (fitted coefficients in
     ``arrays['density_coefficients']``, DFT dipole in ``info['dipole']``); units in the module
     docstring. ``density_matrix`` (AO, in ``orbital_basis``) adds eps against the full density."""
+    from . import density
+
     ref = atoms.arrays["density_coefficients"]
-    pred = result["density_coefficients"]
-    eps = density.density_errors(atoms, pred, basis, reference_coefficients=ref, density_matrix=density_matrix,
-                                 orbital_basis=orbital_basis, grid_level=grid_level)
-    mu_pred = result["dipole"] / Debye
-    mu_fit = density.dipole_moment(atoms, ref, basis, unit="debye")
-    dq = result["charges"] - density.atomic_charges(atoms, ref, basis)
-    n_true = float(atoms.get_atomic_numbers().sum())
+    eps = density.density_errors(atoms, predicted.coefficients, basis, reference_coefficients=ref,
+                                 density_matrix=density_matrix, orbital_basis=orbital_basis, grid_level=grid_level)
+    pred = density_properties(atoms, predicted.coefficients, basis, predicted.uncorrected)
+    fit = density_properties(atoms, ref, basis)
+    mu_pred, dq = pred["dipole"] / Debye, pred["charges"] - fit["charges"]
     floor = atoms.info.get("fit_error")
     return {
         "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps["fit"], "eps_full": eps.get("full"),
         "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
         "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
-        "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - mu_fit)),
+        "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - fit["dipole"] / Debye)),
         "charge_max_error": float(np.max(np.abs(dq))),
-        "n_electrons_error": density.electron_count(atoms, result["density_coefficients_uncorrected"], basis) - n_true,
-        **electrostatic_errors(atoms, pred, ref, basis),
+        "n_electrons_error": pred["n_electrons"] - pred["n_electrons_expected"],
+        **electrostatic_errors(atoms, predicted.coefficients, ref, basis),
     }
 
 
 def _coefficient_squares(atoms, pred, ref, basis, sums):
     """Accumulate {symbol: {l: [sum of squared errors, count]}}."""
-    for i, sym in enumerate(atoms.get_chemical_symbols()):
-        el = basis.element(sym)
-        err2 = (pred[i, :el.size] - ref[i, :el.size]) ** 2
-        for l, e in zip(el.function_l(), err2):
+    symbols = atoms.get_chemical_symbols()
+    for sym, ls, p, r in zip(symbols, basis.function_l(symbols), pred, ref):
+        for l, e in zip(ls[ls >= 0], (p[ls >= 0] - r[ls >= 0]) ** 2):
             acc = sums.setdefault(sym, {}).setdefault(int(l), [0.0, 0])
             acc[0] += e
             acc[1] += 1
@@ -80,30 +82,24 @@ def evaluate(calc, data, indices=None, grid_level: int = 3, batch_size: int = 16
     ({element: {l: a.u.}}) and provenance (model and data paths with SHA-256, grid level, versions)."""
     from tqdm import tqdm
 
-    from .dataset import _versions
-
     check_same_basis(calc.basis, data.basis)
     indices = list(range(len(data))) if indices is None else list(indices)
     rows, sums = [], {}
-    bar = tqdm(total=len(indices), desc="evaluating", unit="structure", disable=not progress)
-    for start in range(0, len(indices), batch_size):
-        batch = indices[start:start + batch_size]
-        frames = [data[i] for i in batch]
-        results = calc.compute_batch(frames, labels=[f.info["key"] for f in frames])
-        for i, atoms, res in zip(batch, frames, results):
+    by_key = {data.keys[i]: i for i in indices}
+    with tqdm(total=len(indices), desc="evaluating", unit="structure", disable=not progress) as bar:
+        for frame in predict_frames(calc.model, ((data.keys[i], data[i]) for i in indices), batch_size, basis=calc.basis):
+            i, atoms = by_key[frame.label], frame.atoms
             dm = data.density_matrix(i) if full_density and data.has_density_matrix(i) else None
-            rows.append(evaluate_structure(atoms, res, calc.basis, dm, data.settings.get("basis"), grid_level))
-            _coefficient_squares(atoms, res["density_coefficients"], atoms.arrays["density_coefficients"],
-                                 calc.basis, sums)
+            rows.append(evaluate_structure(atoms, frame, calc.basis, dm, data.settings.get("basis"), grid_level))
+            _coefficient_squares(atoms, frame.coefficients, atoms.arrays["density_coefficients"], calc.basis, sums)
             bar.update()
-    bar.close()
     mean = {}
     for name in SUMMARY_FIELDS:
         values = [abs(r[name]) if name == "n_electrons_error" else r[name] for r in rows if r[name] is not None]
         mean[name] = float(np.mean(values)) if values else None
     return {
-        "model": os.path.abspath(calc.model_path), "model_sha256": file_sha256(calc.model_path),
-        "data": os.path.abspath(data.path), "data_sha256": file_sha256(data.path),
+        "model": portable_path(calc.model_path), "model_sha256": file_sha256(calc.model_path),
+        "data": portable_path(data.path), "data_sha256": file_sha256(data.path),
         "reference_settings": data.settings, "aux_basis": calc.basis.name, "grid_level": grid_level,
         "n_structures": len(rows), "n_with_density_matrix": sum(r["eps_full"] is not None for r in rows),
         "units": {"eps": "percent of electrons", "dipole": "Debye", "charges": "e", "coefficients": "atomic units",
@@ -113,7 +109,7 @@ def evaluate(calc, data, indices=None, grid_level: int = 3, batch_size: int = 16
                              for sym, per_l in sums.items()},
         "structures": rows,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 

@@ -138,7 +138,7 @@ def fit_coefficients(mol, auxmol, density_matrix, integrals, n_electrons) -> np.
 
 
 def _pyscf_integrals(basis: AuxBasis, symbols) -> np.ndarray:
-    return np.concatenate([basis._rotation(s).T @ basis.moments(s)[0] for s in symbols])
+    return np.concatenate([basis.rotation(s).T @ basis.moments(s)[0] for s in symbols])
 
 
 def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), basis: AuxBasis | None = None,

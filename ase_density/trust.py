@@ -27,8 +27,9 @@ import os
 import re
 from pathlib import Path
 
-from .calculator import DEFAULT_MODEL, ModelError
-from .dataset import file_sha256
+from .calculator import DEFAULT_MODEL
+from .errors import ModelError
+from .h5io import file_sha256
 
 #: what loading each model file type executes
 EXECUTES = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import StructureError
+
 MIN_DISTANCE = 0.5  # Å: closer atoms are treated as overlapping
 OH_BOND = 1.3  # Å: O–H distance below which H belongs to O (water detection)
 HH_BOND = 1.0  # Å: closer H atoms are bonded (H2: 0.74 Å; the H atoms of one water are 1.5 Å apart)
@@ -12,10 +14,6 @@ OO_BOND = 1.7  # Å: closer O atoms are bonded (O2: 1.21 Å, peroxide: 1.47 Å; 
 CUBE_BYTES_PER_POINT = 80
 #: the fraction of the available memory that a cube grid may take
 CUBE_MEMORY_FRACTION = 0.5
-
-
-class StructureError(ValueError):
-    """A structure that ase-density cannot handle, with the reason."""
 
 
 def _name(atoms, label):

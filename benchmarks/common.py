@@ -19,9 +19,25 @@ def run_child(code: str, *args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _portable(value):
+    """Absolute file paths (also inside lists) as repository-relative ones."""
+    from ase_density.h5io import portable_path
+
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return portable_path(value) if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def write_results(path: str, threads: int, payload: dict, **machine) -> None:
     """Write ``payload`` plus a ``machine`` record (CPUs, threads used, platform, Python, extra
-    ``machine`` items such as the device) as indented JSON to ``path``, creating its folder."""
+    ``machine`` items such as the device) as indented JSON to ``path``, creating its folder. File
+    paths in ``payload``'s top-level values are recorded repository-relative, and a ``model`` file
+    with its SHA-256."""
+    from ase_density.h5io import file_sha256
+
+    payload = {name: _portable(value) for name, value in payload.items()}
+    if isinstance(payload.get("model"), str) and os.path.isfile(payload["model"]):
+        payload["model_sha256"] = file_sha256(payload["model"])
     record = {"machine": {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
                           "python": platform.python_version(), **machine}, **payload}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -93,7 +93,7 @@ def main(argv=None):
             row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
 
             def predicted(**options):
-                return lambda: density_guess(mol, calc.compute_batch([atoms])[0]["density_coefficients"],
+                return lambda: density_guess(mol, calc.reset() or calc.get_density_coefficients(atoms),
                                              calc.basis, xc=settings.xc, pure_xc=args.pure_xc,
                                              grid_level=args.guess_grid_level, **options)
 

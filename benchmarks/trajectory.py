@@ -5,7 +5,7 @@ relaxing 100 waters takes minutes and does not change the cost), written to a te
 
     python benchmarks/trajectory.py [--sizes 20 100] [--frames 64] [--batch-size 16] [--threads 2]
                                     [--model M] [-o benchmarks/results/trajectory.json]
-    python benchmarks/trajectory.py --runs 20x1000 20x10000 100x200   # the README's table
+    python benchmarks/trajectory.py --runs 20x1000 20x10000 100x200   # the table of docs/benchmarks.md
 
 ``--frames 200 2000`` measures each size at two lengths: peak memory should not grow with the
 number of frames. ``--runs WATERSxFRAMES ...`` picks the (size, length) pairs instead of all

@@ -9,8 +9,9 @@ import argparse
 import datetime
 import json
 import os
+import re
 
-from ase_density.dataset import file_sha256
+from ase_density.h5io import file_sha256, portable_path
 
 
 def main(argv=None):
@@ -25,8 +26,8 @@ def main(argv=None):
     config_path = os.path.join(args.run, "config.yaml")
     if not os.path.exists(config_path):  # hydra keeps the resolved config in .hydra/
         config_path = os.path.join(args.run, ".hydra", "config.yaml")
-    with open(config_path) as fh:
-        config = fh.read()
+    with open(config_path) as fh:  # absolute paths in the resolved config become repository-relative
+        config = re.sub(r"(?<=: )(/\S+)", lambda m: portable_path(m.group(1)), fh.read())
     evaluations = {}
     for path in args.eval:
         with open(path) as fh:
@@ -37,7 +38,7 @@ def main(argv=None):
     card = {
         "model": os.path.basename(args.model), "model_sha256": file_sha256(args.model),
         "command": args.command, "config_yaml": config,
-        "training_data": {"path": args.train_data, "sha256": file_sha256(args.train_data)},
+        "training_data": {"path": portable_path(args.train_data), "sha256": file_sha256(args.train_data)},
         "evaluation": evaluations,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -40,11 +40,7 @@ def _load_basis(basis: str, type_names: tuple) -> AuxBasis:
 
 def _function_l(basis: AuxBasis, type_names: Sequence[str]) -> torch.Tensor:
     """(num_types, width) angular momentum of every column, -1 on padding."""
-    table = torch.full((len(type_names), basis.width), -1, dtype=torch.long)
-    for t, name in enumerate(type_names):
-        ls = basis.element(name).function_l()
-        table[t, :len(ls)] = torch.as_tensor(ls)
-    return table
+    return torch.as_tensor(basis.function_l(type_names), dtype=torch.long)
 
 
 class CoefficientSelection(BaseModifier):
@@ -94,12 +90,10 @@ def coulomb_blocks(basis: AuxBasis, type_names: Sequence[str], l_max: Optional[i
     ``l_min``..``l_max``."""
     blocks = np.zeros((len(type_names), basis.width, basis.width))
     for t, name in enumerate(type_names):
-        J = basis.aux_mole([name], [(0.0, 0.0, 0.0)]).intor("int2c2e")  # PySCF order
-        R = basis._rotation(name)
         ls = basis.element(name).function_l()
         keep = (ls >= l_min) & (ls <= (l_max if l_max is not None else basis.lmax))
         n = len(keep)
-        blocks[t, :n, :n] = (R @ J @ R.T) * np.outer(keep, keep)
+        blocks[t, :n, :n] = basis.coulomb_metric(name) * np.outer(keep, keep)
     return torch.as_tensor(blocks)
 
 

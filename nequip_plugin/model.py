@@ -177,7 +177,7 @@ def _charge_equilibration(aux: AuxBasis, type_names: Sequence[str], irreps_in) -
     electron-count correction (the one-centre Coulomb metric's, ``correction_directions``)."""
     from ase.data import atomic_numbers
 
-    from ase_density.calculator import correction_directions
+    from ase_density.density import correction_directions
 
     directions = correction_directions(aux)
     integrals = {name: aux.moments(name)[0].tolist() for name in type_names}

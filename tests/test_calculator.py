@@ -10,6 +10,8 @@ from ase.build import molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.units import Bohr
 
+from ase_density import density
+
 TINY_MODEL = Path(__file__).parent / "data" / "tiny_water.nequip.zip"
 
 
@@ -80,7 +82,7 @@ def test_exact_electron_count_by_minimal_scalar_correction(calc, trimer):
         el = calc.basis.element(sym)
         delta = (corrected - raw)[i, :el.size]
         assert np.all(delta[el.function_l() > 0] == 0)
-        u = calc._directions[sym]
+        u = density.correction_directions(calc.basis)[sym]
         np.testing.assert_allclose(delta, (delta @ u) / (u @ u) * u, atol=1e-12)
 
 
@@ -88,9 +90,11 @@ def test_caching_and_recompute_on_change(calc, trimer, monkeypatch):
     atoms = trimer.copy()
     atoms.calc = calc
     calc.reset()
+    import nequip_plugin.inference as inference
+
     calls = []
-    original = calc.compute_batch
-    monkeypatch.setattr(calc, "compute_batch", lambda frames, **kw: calls.append(1) or original(frames, **kw))
+    original = inference.predict_coefficients_batch
+    monkeypatch.setattr(inference, "predict_coefficients_batch", lambda model, frames: calls.append(1) or original(model, frames))
     mu = atoms.get_dipole_moment()
     atoms.get_charges()
     calc.get_property("density_coefficients", atoms)
@@ -101,12 +105,15 @@ def test_caching_and_recompute_on_change(calc, trimer, monkeypatch):
 
 
 def test_batch_matches_single(calc, small_data):
+    from ase_density.prediction import predict_frames
+
     frames = [small_data[i] for i in (0, 4, 8)]
-    batch = calc.compute_batch(frames)
+    batch = list(predict_frames(calc.model, frames, batch_size=3, basis=calc.basis))
+    assert [f.label for f in batch] == [0, 1, 2]
     for atoms, res in zip(frames, batch):
         c, mu, q = _predict(calc, atoms)
-        np.testing.assert_allclose(res["density_coefficients"], c, atol=1e-5, equal_nan=True)
-        np.testing.assert_allclose(res["dipole"], mu, atol=1e-6)
+        np.testing.assert_allclose(res.coefficients, c, atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(density.dipole_moment(atoms, res.coefficients, calc.basis), mu, atol=1e-6)
 
 
 def test_layouts_units_and_density(calc):

@@ -8,15 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-pytest.importorskip("nequip")
 
-from e3nn import o3  # noqa: E402
-from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform  # noqa: E402
-from nequip.utils.global_state import set_global_state  # noqa: E402
+from e3nn import o3
+from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+from nequip.utils.global_state import set_global_state
 
-from nequip_plugin.callbacks import FEATURE_NORM_COLUMNS, FeatureNormMonitor, irrep_norms  # noqa: E402
-from nequip_plugin.data import DensityDataset  # noqa: E402
-from nequip_plugin.model import DensityModel  # noqa: E402
+from nequip_plugin.callbacks import FEATURE_NORM_COLUMNS, FeatureNormMonitor, irrep_norms
+from nequip_plugin.data import DensityDataset
+from nequip_plugin.model import DensityModel
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 TYPES = ["H", "O"]

@@ -3,7 +3,6 @@ import sys
 
 import ase.io
 import numpy as np
-import pytest
 
 from ase_density.cli import main
 from ase_density.dataset import ReferenceData
@@ -35,7 +34,7 @@ def test_label_reports_failures_and_exit_code(tmp_path, capsys):
 
 
 def test_label_on_a_dask_cluster(tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
+    from dask import distributed  # the test extra installs dask
     from ase.build import molecule
 
     xyz, h5 = tmp_path / "w.xyz", tmp_path / "w.h5"
@@ -48,8 +47,12 @@ def test_label_on_a_dask_cluster(tmp_path):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "ase_density.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "label" in out.stdout and "sample" in out.stdout
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "ase_density.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"ase-density {version('ase-density')}"
+    out = subprocess.run([sys.executable, "-m", "ase_density.cli", "label"], capture_output=True, text=True)
+    assert out.returncode == 2 and "the following arguments are required" in out.stderr
 
 
 def test_info_reports_size_fit_floor_and_problems(tmp_path, capsys):

@@ -9,7 +9,8 @@ import pytest
 from ase.build import molecule
 
 from ase_density.cli import main
-from ase_density.predictions import PredictionData, file_sha256
+from ase_density.h5io import file_sha256
+from ase_density.predictions import PredictionData
 
 DATA = Path(__file__).parent / "data"
 TINY_MODEL = str(DATA / "tiny_water.nequip.zip")
@@ -25,27 +26,30 @@ def test_predict_many_frames_with_cubes(tmp_path, capsys):
                  "--cube-spacing", "0.4", "--batch-size", "2"]) == 0
     pred = PredictionData(out)
     assert len(pred) == 3 and pred.attrs["model_sha256"] == file_sha256(TINY_MODEL)
-    expected = DensityCalculator(model=TINY_MODEL, trust_model=True).compute_batch(frames)
-    for i, (atoms, ref) in enumerate(zip(frames, expected)):
+    calc = DensityCalculator(model=TINY_MODEL, trust_model=True)
+    for i, atoms in enumerate(frames):
         got = pred[i]
         assert got.info["frame"] == i
         np.testing.assert_allclose(got.positions, atoms.positions)
-        np.testing.assert_allclose(got.arrays["density_coefficients"], ref["density_coefficients"], atol=1e-5, equal_nan=True)
-        np.testing.assert_allclose(got.info["dipole"], ref["dipole"], atol=1e-5)
+        np.testing.assert_allclose(got.arrays["density_coefficients"], calc.get_density_coefficients(atoms.copy()),
+                                   atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(got.info["dipole"], calc.get_property("dipole", atoms.copy()), atol=1e-5)
+        assert len(got.info["water_dipoles"]) == len(atoms) // 3
         assert got.arrays["charges"].sum() == pytest.approx(0, abs=1e-6)
         assert ase.io.read(cubes / f"frame_{i:06d}.cube").get_chemical_symbols() == atoms.get_chemical_symbols()
-    assert "predictions for 3 frames" in capsys.readouterr().out
+    assert "predictions for 3 new frames" in capsys.readouterr().out
 
 
 def test_predict_stops_at_a_bad_frame_and_keeps_earlier_ones(tmp_path, capsys):
     path = tmp_path / "bad.xyz"
     ase.io.write(path, [molecule("H2O"), molecule("H2O"), molecule("CH4"), molecule("H2O")])
     out = tmp_path / "p.h5"
-    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out)]) == 1  # one batch
-    assert "frame 2: unsupported element(s) C" in capsys.readouterr().err
+    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "-q"]) == 2  # one batch
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ase-density predict: error:") and "frame 2: unsupported element(s) C" in err[0]
     assert [a.info["frame"] for a in PredictionData(out)] == [0, 1]
-    # --skip-invalid records the failure and goes on, within one batch too
-    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--skip-invalid"]) == 0
+    # --skip-invalid records the failure and goes on (the rerun continues the file), within one batch too
+    assert main(["predict", str(path), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--skip-invalid"]) == 1
     pred = PredictionData(out)
     assert [a.info["frame"] for a in pred] == [0, 1, 3]
     assert pred.failures[0][0] == 2 and "unsupported element" in pred.failures[0][1]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ase_density.calculator import DEFAULT_MODEL, DensityCalculator
-from ase_density.dataset import ReferenceData, file_sha256
+from ase_density.dataset import ReferenceData
+from ase_density.h5io import file_sha256
 from ase_density.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

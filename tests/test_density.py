@@ -28,7 +28,19 @@ def test_density_error(water, water_reference, aux_basis):
     assert density.density_error(water, c, aux_basis, reference_coefficients=c) == 0.0
     eps_full = density.density_error(water, c, aux_basis, density_matrix=water_reference.density_matrix,
                                      orbital_basis="def2-SVP")
-    assert abs(eps_full - water_reference.fit_error) < 1e-10
+    # independently: PySCF's own grid, orbital density (numint.eval_rho) and aux functions, unblocked
+    from pyscf import dft, gto
+
+    mol = gto.M(atom=[[s, p] for s, p in zip(water.get_chemical_symbols(), water.positions)], basis="def2-SVP",
+                unit="Angstrom", verbose=0)
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 3
+    grids.build()
+    rho_full = dft.numint.eval_rho(mol, mol.eval_gto("GTOval_sph", grids.coords), water_reference.density_matrix)
+    auxmol = aux_basis.aux_mole(water.get_chemical_symbols(), water.positions)
+    rho_fit = auxmol.eval_gto("GTOval_sph", grids.coords) @ aux_basis.e3nn_to_pyscf(water.get_chemical_symbols(), c)
+    independent = 100 * np.sum(grids.weights * np.abs(rho_fit - rho_full)) / np.sum(grids.weights * rho_full)
+    assert eps_full == pytest.approx(independent, rel=1e-3) and 0.5 < eps_full < 2.0
     scaled = c * 1.01
     assert abs(density.density_error(water, scaled, aux_basis, reference_coefficients=c) - 1.0) < 1e-6
     with pytest.raises(ValueError, match="exactly one reference"):

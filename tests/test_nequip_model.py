@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("nequip")
 
-from e3nn import o3  # noqa: E402
-from nequip.data import AtomicDataDict, deregister_fields, register_fields  # noqa: E402
-from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform  # noqa: E402
-from nequip.nn import GraphModuleMixin  # noqa: E402
-from nequip.utils.global_state import set_global_state  # noqa: E402
-from nequip.utils.test import assert_AtomicData_equivariant  # noqa: E402
+from e3nn import o3
+from nequip.data import AtomicDataDict, deregister_fields, register_fields
+from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+from nequip.nn import GraphModuleMixin
+from nequip.utils.global_state import set_global_state
+from nequip.utils.test import assert_AtomicData_equivariant
 
-from ase_density.basis import AuxBasis  # noqa: E402
-from ase_density.dataset import DatasetError, ReferenceData, split_indices  # noqa: E402
-from nequip_plugin.data import CoefficientStatisticsManager, DensityDataset  # noqa: E402
-from nequip_plugin.inference import aux_basis_from_metadata  # noqa: E402
-from nequip_plugin.metrics import CoefficientSelection, CoulombError, DensityLoss  # noqa: E402
-from nequip_plugin.model import DensityModel  # noqa: E402
+from ase_density.basis import AuxBasis
+from ase_density.dataset import DatasetError, ReferenceData, split_indices
+from nequip_plugin.data import CoefficientStatisticsManager, DensityDataset
+from nequip_plugin.inference import aux_basis_from_metadata
+from nequip_plugin.metrics import CoefficientSelection, CoulombError, DensityLoss
+from nequip_plugin.model import DensityModel
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 BASIS = "def2-universal-jfit-decontract"

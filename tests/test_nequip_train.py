@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("nequip")
 
 
-from ase_density.basis import AuxBasis  # noqa: E402
-from ase_density.dataset import ReferenceData  # noqa: E402
-from nequip_plugin.inference import aux_basis_from_metadata, load_density_model, predict_coefficients, predict_coefficients_batch  # noqa: E402
+from ase_density.basis import AuxBasis
+from ase_density.dataset import ReferenceData
+from nequip_plugin.inference import aux_basis_from_metadata, load_density_model, predict_coefficients, predict_coefficients_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "small_water.h5"

@@ -16,7 +16,7 @@ def test_water_reference(water, water_reference, aux_basis):
     assert r.converged and r.scf_cycles > 0
     assert abs(r.n_electrons_fit - 10) < 1e-10
     assert abs(electron_count(water, r.coefficients, aux_basis) - 10) < 1e-10
-    # decontracted jfit loses ~1 % of a PBE0/def2-SVP water density (shared facts: 1.0-1.5 %)
+    # decontracted jfit loses ~1 % of a PBE0/def2-SVP water density (the fit floors of docs/data.md: ~0.98 %)
     assert 0.5 < r.fit_error < 2.0
     mol = build_mole(water.get_chemical_symbols(), water.positions, "def2-SVP")
     mf = dft.RKS(mol, xc="PBE0")

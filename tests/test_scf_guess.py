@@ -63,6 +63,6 @@ def test_predicted_density_guess_converges(small_data, monomer):
 
     atoms, mol = monomer
     calc = DensityCalculator(model=Path(__file__).parent / "data" / "tiny_water.nequip.zip", trust_model=True)
-    c = calc.compute_batch([atoms])[0]["density_coefficients"]
+    c = calc.get_density_coefficients(atoms)
     mf = run_scf(mol, ReferenceSettings(**small_data.settings), dm0=scf_guess.density_guess(mol, c, calc.basis))
     assert mf.converged and mf.e_tot * Hartree == pytest.approx(atoms.info["energy"], abs=1e-5)

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("nequip")
 
-from ase_density.study import QUICK_GRID, Run, Settings, StudyError, grid_runs, run_study  # noqa: E402
-from ase_density.study.__main__ import main  # noqa: E402
-from ase_density.study.grid import frozen_settings  # noqa: E402
-from ase_density.study.training import CHECKPOINT, is_trained, run_dir  # noqa: E402
+from ase_density.study import QUICK_GRID, Run, Settings, StudyError, grid_runs, run_study
+from ase_density.study.__main__ import main
+from ase_density.study.grid import frozen_settings
+from ase_density.study.training import CHECKPOINT, is_trained, run_dir
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 LMAX_H = [0, 1]

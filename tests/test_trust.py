@@ -15,7 +15,7 @@ import torch
 from ase.build import molecule
 
 from ase_density.calculator import DEFAULT_MODEL, DensityCalculator, ModelError
-from ase_density.dataset import file_sha256
+from ase_density.h5io import file_sha256
 from ase_density.trust import ALLOW_LIST_ENV, card_path, check_model_file, trusted_hashes
 from nequip_plugin.inference import load_density_model
 

@@ -25,6 +25,8 @@ from tqdm import tqdm
 
 from ase_density.dataset import ReferenceData
 from ase_density.density import density_error_by_l
+from ase_density.h5io import portable_path
+from ase_density.prediction import predict_frames
 
 from .grid import Run
 from .training import CHECKPOINT
@@ -42,12 +44,10 @@ def is_evaluated(directory: Path) -> bool:
 
 def _predict(checkpoint: Path, frames: Sequence) -> tuple:
     """(coefficients per frame, number of model parameters) of a checkpoint on ``frames``."""
-    from nequip_plugin.inference import load_density_model, predict_coefficients_batch
+    from nequip_plugin.inference import load_density_model
 
-    model, _ = load_density_model(str(checkpoint), trust_model=True)  # trained by this study into its run directory
-    predictions = []
-    for start in range(0, len(frames), PREDICT_BATCH):
-        predictions += predict_coefficients_batch(model, frames[start:start + PREDICT_BATCH])
+    model, basis = load_density_model(str(checkpoint), trust_model=True)  # trained by this study into its run directory
+    predictions = [f.coefficients for f in predict_frames(model, frames, PREDICT_BATCH, basis=basis, correct=False)]
     return predictions, sum(p.numel() for p in model.parameters())
 
 
@@ -56,11 +56,11 @@ def coefficient_rmse_by_l(frames: Sequence, predictions: Sequence[np.ndarray], b
     squares: Dict[str, Dict[int, List[float]]] = {}
     for atoms, predicted in zip(frames, predictions):
         delta = predicted - atoms.arrays["density_coefficients"]
-        for i, symbol in enumerate(atoms.get_chemical_symbols()):
-            ls = basis.element(symbol).function_l()
+        symbols = atoms.get_chemical_symbols()
+        for i, (symbol, ls) in enumerate(zip(symbols, basis.function_l(symbols))):
             per_l = squares.setdefault(symbol, {})
-            for l in np.unique(ls):
-                per_l.setdefault(int(l), []).extend(delta[i, :len(ls)][ls == l] ** 2)
+            for l in np.unique(ls[ls >= 0]):
+                per_l.setdefault(int(l), []).extend(delta[i][ls == l] ** 2)
     return {symbol: {l: float(np.sqrt(np.mean(v))) for l, v in sorted(per_l.items())}
             for symbol, per_l in sorted(squares.items())}
 
@@ -91,7 +91,7 @@ def _evaluate_together(runs, directories, test_data, grid_level):
     for k, (run, directory) in enumerate(zip(runs, directories)):
         result = {
             "run": run.name, "lmax_h": run.lmax_h, "lmax_o": run.lmax_o, "n_train": run.n_train, "seed": run.seed,
-            "n_parameters": n_parameters[k], "test_data": str(test_data), "n_test": len(frames),
+            "n_parameters": n_parameters[k], "test_data": portable_path(test_data), "n_test": len(frames),
             "grid_level": grid_level,
             "eps_total": float(eps[k, :, 0].mean()),
             "eps_l": {l: float(eps[k, :, 1 + l].mean()) for l in range(eps.shape[2] - 1)},

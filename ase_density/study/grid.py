@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -174,7 +175,10 @@ def load_or_freeze_settings(study_dir: Path, settings: Settings) -> Settings:
             raise StudyError(f"{study_dir} was created with other settings ({', '.join(changed)} differ; see {path}): "
                              f"use a new study directory, or the same settings and data to resume")
     study_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings.to_json(), "fingerprints": fingerprints}, indent=2) + "\n")
+    # relative to the working directory (the repository root for the committed studies): no machine paths
+    record = {**settings.to_json(), "train_data": os.path.relpath(settings.train_data),
+              "test_data": os.path.relpath(settings.test_data)}
+    path.write_text(json.dumps({"settings": record, "fingerprints": fingerprints}, indent=2) + "\n")
     return settings
 
 

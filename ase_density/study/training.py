@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import List
 
+from ase_density.h5io import portable_path
+
 from .grid import Run, Settings
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
@@ -94,6 +96,18 @@ def train(study_dir: Path, settings: Settings, run: Run) -> Path:
     if result.returncode != 0 or not (directory / CHECKPOINT).exists() or FINISHED_LINE not in output:
         raise TrainingError(f"run {run.name}: nequip-train exited with {result.returncode} after {seconds:.0f} s "
                             f"without finishing (output: {directory / OUTPUT}):\n{output[-3000:]}")
-    marker = {"command": command, "wall_seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    shutil.rmtree(directory / ".hydra", ignore_errors=True)  # Hydra's copies of the config, with machine paths
+    marker = {"command": portable_command(command), "wall_seconds": round(seconds, 1),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (directory / TRAIN_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return directory
+
+
+def portable_command(command: List[str]) -> List[str]:
+    """``command`` as recorded in provenance: the program by name, absolute paths (also in
+    ``key=/path`` overrides) repository-relative (:func:`ase_density.h5io.portable_path`)."""
+    out = [Path(command[0]).name]
+    for arg in command[1:]:
+        key, sep, value = arg.rpartition("=") if "=" in arg else ("", "", arg)
+        out.append(key + sep + portable_path(value) if os.path.isabs(value) else arg)
+    return out
