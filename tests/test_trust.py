@@ -130,7 +130,7 @@ def test_cli_loads_a_package_only_with_trust_model(tmp_path):
     assert refused.returncode != 0 and "refusing to load" in refused.stderr and not (tmp_path / "p.h5").exists()
     trusted = _cli(tmp_path, "predict", "w.xyz", "--model", copy, "--trust-model", "-o", "p.h5")
     assert trusted.returncode == 0, trusted.stderr[-2000:]
-    assert "predictions for 1 frames" in trusted.stdout
+    assert "predictions for 1 new frames" in trusted.stdout
 
 
 def test_shipped_model_is_verified_against_its_card(tmp_path, monkeypatch):
