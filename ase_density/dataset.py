@@ -167,9 +167,11 @@ class LockedH5Writer:
         ds[n:] = values
         return n
 
-    def _open(self, meta: dict) -> None:
+    def _open(self, meta: dict, info: dict | None = None) -> None:
         """Under the held lock: reopen ``self.path`` (after refusing other ``meta`` and repairing
-        what a killed writer left) or create it; then SWMR mode. Releases the lock on failure."""
+        what a killed writer left) or create it; merge ``info`` ({attribute: dict}, provenance
+        that reopening does not compare) into its JSON-dict attributes; then SWMR mode. Releases
+        the lock on failure."""
         try:
             if os.path.exists(self.path):
                 self._check_compatible(meta)
@@ -177,6 +179,8 @@ class LockedH5Writer:
                 self.f = h5py.File(self.path, "a", libver="latest")
             else:
                 self.f = self._create(meta)
+            for name, entries in (info or {}).items():  # attributes cannot change in SWMR mode
+                self.f.attrs[name] = json.dumps({**json.loads(self.f.attrs.get(name, "{}")), **entries}, sort_keys=True)
         except BaseException:
             self._lock.release()
             raise
@@ -197,13 +201,14 @@ class LockedH5Writer:
 
 class ReferenceWriter(LockedH5Writer):
     """Append reference records to ``path``, one flushed record at a time; creates the file or
-    reopens it (same ``settings`` and ``basis`` only). Use as a context manager."""
+    reopens it (same ``settings`` and ``basis`` only; ``info``: see ``LockedH5Writer._open``, e.g.
+    ``{"scf_guesses": {"model": {...}}}``). Use as a context manager."""
 
-    def __init__(self, path, settings: dict, basis: AuxBasis):
+    def __init__(self, path, settings: dict, basis: AuxBasis, info: dict | None = None):
         self.path = os.fspath(path)
         self.basis = basis
         self._lock = WriterLock(self.path)
-        self._open({"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()})
+        self._open({"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()}, info)
         self._done = {k.decode() for k in self.f["structures/key"][:_n_complete(self.f)]}
         self._failed = {k.decode() for k in self.f["failures/key"][()] if k}
 
