@@ -65,7 +65,9 @@ def xc_matrices(mol, auxmol, flat, functionals, grid_level: int = 3) -> list:
     ni = numint.NumInt()
     ao_loc = mol.ao_loc_nr()
     out = [np.zeros((mol.nao, mol.nao)) for _ in functionals]
-    for ao, mask, weight, coords in ni.block_loop(mol, grids, mol.nao, deriv=deriv):
+    # blocks of 16 x 56 points: the aux functions' values stay small (PySCF's default block of up
+    # to 67 200 points made GB-sized arrays whose page faults cost 5x the arithmetic)
+    for ao, mask, weight, coords in ni.block_loop(mol, grids, mol.nao, deriv=deriv, blksize=16 * numint.BLKSIZE):
         chi = numint.eval_ao(auxmol, coords, deriv=deriv, non0tab=gen_grid.make_mask(auxmol, coords))
         rho = chi @ flat  # (ng,) or (4, ng): rho and its gradient
         rho = np.where(rho[0] > 0, rho, 0.0) if deriv else np.maximum(rho, 0.0)
@@ -127,13 +129,13 @@ def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PB
 
     with_df = getattr(mf, "with_df", None)
     coulomb = None
-    if with_df is not None:
+    hybrid = libxc.is_hybrid_xc(xc)
+    if with_df is not None and (with_df._cderi is not None or hybrid):  # a pure DF SCF never stores the tensor
         try:
             coulomb = coulomb_matrix_df(with_df, auxmol, flat)
         except np.linalg.LinAlgError:  # PySCF factored a near-singular metric otherwise: use the direct integrals
             pass
     fixed = hf.get_hcore(mol) + (coulomb if coulomb is not None else coulomb_matrix(mol, auxmol, flat))
-    hybrid = libxc.is_hybrid_xc(xc)
     if not (hybrid and exact_exchange):  # one step with a semilocal potential
         return occupied_dm(fixed + xc_matrices(mol, auxmol, flat, [pure_xc if hybrid else xc], grid_level)[0])
     semilocal = [xc] if libxc.xc_type(xc) != "HF" else []  # Hartree-Fock: exact exchange only
@@ -183,6 +185,15 @@ def _check_target(mf_or_mol, xc):
     return mol, mf, xc
 
 
+def reuses_exchange_integrals(mf) -> bool:
+    """Whether the K of a guess for SCF object ``mf`` (None: none) comes from integrals the SCF
+    keeps anyway (its DF tensor, or its ERIs held in memory), so that it costs a small fraction
+    of a cycle; an integral-direct K costs about one cycle, as much as it saves."""
+    if mf is None:
+        return False
+    return getattr(mf, "with_df", None) is not None or mf._eri is not None or mf._is_mem_enough()
+
+
 def model_guess(mf_or_mol, model=None, xc: str | None = None, exact_exchange: bool | None = None,
                 grid_level: int = 0, pure_xc: str = "PBE") -> np.ndarray:
     """Initial density matrix (AO basis, closed shell) for ``mf.kernel(dm0=...)`` from a density
@@ -216,7 +227,7 @@ def model_guess(mf_or_mol, model=None, xc: str | None = None, exact_exchange: bo
     except StructureError as exc:
         raise GuessError(str(exc)) from exc
     if exact_exchange is None:
-        exact_exchange = getattr(mf, "with_df", None) is not None
+        exact_exchange = reuses_exchange_integrals(mf)
     return density_guess(mol, coefficients, calc.basis, xc=xc, pure_xc=pure_xc, grid_level=grid_level,
                          exact_exchange=exact_exchange, mf=mf)
 
