@@ -12,15 +12,24 @@ to pass as ``dm0``. Exact exchange needs a density matrix, hence the intermediat
 pure potential alone, the PBE-vs-PBE0 difference, not the density, limits a guess from an exact
 density (measured: the exact DFT density with the PBE potential is no better than the fitted one).
 
-Cost against benefit (a one-off measurement on two 8-water test clusters, PBE0/def2-SVP, model densities): V_xc on
-a level-1 grid gives the same SCF cycle counts as on level 3 at a third of the cost, so
-``grid_level=1`` is the default; the K build costs about one and a half SCF cycles and saves at most
-one cycle from a model density, so ``exact_exchange=False`` (dm1 itself) is the faster guess in
-wall time, the default ``True`` the one with fewer cycles (``benchmarks/scf_guess.py`` measures both).
+The PySCF entry point is :func:`model_guess`: it predicts the density on the ``Mole``'s own
+geometry and builds the guess with the SCF object's own integrals, so what it builds the SCF reuses:
 
-    from ase_density.scf_guess import density_guess
-    dm0 = density_guess(mol, atoms.calc.get_density_coefficients(), atoms.calc.basis, xc="PBE0")
-    mf = dft.RKS(mol, xc="PBE0"); mf.kernel(dm0=dm0)
+    from pyscf import dft
+    from ase_density.scf_guess import model_guess
+    mf = dft.RKS(mol, xc="PBE0").density_fit()   # or conventional
+    mf.kernel(dm0=model_guess(mf))               # model_guess(mol, xc="PBE0") without an SCF object
+
+Construction picked from the SCF's settings (measured on 3- and 6-water clusters, PBE0/def2-SVP;
+numbers and method in docs/scf_guess.md): J from the SCF's DF tensor when it keeps one (the model
+density refitted onto its aux basis), else from three-centre integrals in the model's aux basis;
+V_xc on a level-0 grid (same cycle counts as level 1 at a fifth of the cost); the hybrid's
+exact-exchange step only when K comes from integrals the SCF keeps (DF tensor, in-memory ERIs),
+where it costs under a tenth of a cycle; an integral-direct K would cost about the cycle it saves.
+
+:func:`density_guess` is the same construction for any fitted coefficients;
+:func:`initial_guess` names PySCF's built-in guesses and the model's alike (``ase-density label
+--guess``).
 """
 
 from __future__ import annotations
@@ -103,7 +112,7 @@ def coulomb_matrix_df(with_df, auxmol, flat) -> np.ndarray:
     return lib.unpack_tril(vj)
 
 
-def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PBE", grid_level: int = 1,
+def density_guess(mol, coefficients, basis, xc: str = "PBE0", pure_xc: str = "PBE", grid_level: int = 0,
                   exact_exchange: bool = True, mf=None) -> np.ndarray:
     """Closed-shell AO density matrix (for ``mf.kernel(dm0=...)``) for an SCF with functional
     ``xc`` (or ``"HF"``) from the density of ``coefficients`` ((n_atoms, width), a.u., e3nn layout, atoms in
