@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from ase.units import Hartree
 
+from ase_density.calculator import DEFAULT_MODEL
 from ase_density.cli import main
 from ase_density.dataset import ReferenceData, file_sha256
 
 DATA = Path(__file__).parent / "data"
-MODEL = DATA / "tiny_water.nequip.zip"
+MODEL = DEFAULT_MODEL  # the shipped model: trusted without an opt-in
 
 
 def _label(xyz, h5, *extra):
@@ -55,7 +56,7 @@ def test_label_with_the_model_guess_stores_the_minao_records(structures, tmp_pat
     assert recorded == {"model": {"model": MODEL.name, "model_sha256": file_sha256(MODEL)}}
 
     # a minao-labelled file resumes with the model guess, and records both guesses
-    assert "1 labelled, 2 already done" in _label(three, minao, "--guess", "model", "--model", MODEL)
+    assert "1 labelled, 2 already done" in _label(three, minao, "--guess", "model")  # default model
     with h5py.File(minao) as f:
         assert sorted(json.loads(f.attrs["scf_guesses"])) == ["minao", "model"]
     assert len(ReferenceData(minao)) == 3
