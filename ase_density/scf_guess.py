@@ -214,8 +214,8 @@ def model_guess(mf_or_mol, model=None, xc: str | None = None, exact_exchange: bo
     PBE0; integrals then computed for the guess alone). ``model``: a model file or a loaded
     :class:`~ase_density.calculator.DensityCalculator` (default: the shipped model; files are
     loaded once per process). ``exact_exchange``: take the hybrid's exact-exchange step
-    (default: only when the SCF is density fitted, where K is cheap; see the module docstring and
-    docs/scf_guess.md). ``grid_level``: PySCF grid level of the guess's V_xc.
+    (default: when :func:`reuses_exchange_integrals`, i.e. K is cheap; never for a bare Mole;
+    module docstring and docs/scf_guess.md). ``grid_level``: PySCF grid level of the guess's V_xc.
     Raises :class:`GuessError` for a Mole the model cannot guess (elements outside the model's,
     charged, open shell), for UHF/ROHF/GHF, range-separated or meta-GGA functionals."""
     from ase import Atoms
