@@ -66,7 +66,8 @@ def _label(args):
                                  conv_tol=args.conv_tol, density_fit_scf=args.density_fit_scf)
     summary = label_structures(structures, args.output, settings, workers=args.workers, dask_address=args.dask,
                                save_density_matrix=args.save_dm, fit_error=not args.no_fit_error,
-                               retry_failed=args.retry_failed)
+                               retry_failed=args.retry_failed, guess=args.guess, model=args.model,
+                               trust_model=args.trust_model)
     print(f"{args.output}: {summary['done']} labelled, {summary['skipped']} already done or failed before, "
           f"{len(summary['failed'])} failed")
     for key, reason in summary["failed"]:
@@ -209,6 +210,7 @@ def _evaluate(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
+    from .scf_guess import GUESSES
 
     from . import __version__
 
@@ -243,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dm", action="store_true", help="also store the AO density matrix per structure")
     p.add_argument("--no-fit-error", action="store_true", help="skip eps of the fit against the full density")
     p.add_argument("--retry-failed", action="store_true", help="retry structures recorded as failures")
+    p.add_argument("--guess", default="minao", choices=GUESSES,
+                   help="SCF initial guess (same stored results, fewer cycles); model: from the density model")
+    p.add_argument("--model", help="density model for --guess model (default: the shipped model)")
+    _add_trust_model(p)
     p.set_defaults(func=_label)
 
     p = sub.add_parser("info", help="summarise a reference file: size, settings, fit floor, problems")

@@ -67,15 +67,18 @@ def _n_complete(f) -> int:
 class ReferenceWriter(LockedH5Writer):
     """Append reference records to ``path``, one flushed record at a time; creates the file or
     reopens it (same ``settings`` and ``basis`` only), with the discipline of
-    :mod:`ase_density.h5io`. ``inputs``: files the output must not be. Use as a context manager."""
+    :mod:`ase_density.h5io`. ``inputs``: files the output must not be. ``info``: provenance
+    attributes that reopening does not compare, e.g. ``{"scf_guesses": {"model": {...}}}``. Use
+    as a context manager."""
 
     FORMAT, WHAT, ERROR = FORMAT, WHAT, DatasetError
 
-    def __init__(self, path, settings: dict, basis: AuxBasis, inputs=(), overwrite: bool = False):
+    def __init__(self, path, settings: dict, basis: AuxBasis, inputs=(), overwrite: bool = False,
+                 info: dict | None = None):
         self.basis = basis
         self.schema = _schema(basis.width)
         self._start(path, {"settings": json.dumps(settings, sort_keys=True), "auxbasis": basis.to_json()},
-                    inputs, overwrite)
+                    inputs, overwrite, info)
         self._done = {k.decode() for k in self.f["structures/key"][:_n_complete(self.f)]}
         self._failed = {k.decode() for k in self.f["failures/key"][()] if k}
 

@@ -164,7 +164,11 @@ class LockedH5Writer:
     _lock = None
     _target = None  # with overwrite: the output that the finished temporary file replaces
 
-    def _start(self, path, meta: dict, inputs=(), overwrite: bool = False) -> None:
+    def _start(self, path, meta: dict, inputs=(), overwrite: bool = False, info: dict | None = None) -> None:
+        """Under the writer lock: refuse an input as output, reopen ``path`` (same ``meta``
+        attributes only; repaired after a crash) or create it (``overwrite``: a temporary file
+        renamed on success), merge ``info`` ({attribute: dict}: provenance that reopening does not
+        compare) into its JSON-dict attributes, then switch to SWMR mode."""
         self.path = os.fspath(path)
         check_not_input(self.path, inputs, self.ERROR)
         self._lock = WriterLock(self.path, self.ERROR)
@@ -183,6 +187,8 @@ class LockedH5Writer:
                 self.f = h5py.File(self.path, "w-", libver="latest")
                 self.f.attrs.update(format=self.FORMAT, versions=json.dumps(versions()), **self._new_file_attrs(), **meta)
                 create_datasets(self.f, self.schema)
+            for name, entries in (info or {}).items():  # attributes cannot change in SWMR mode
+                self.f.attrs[name] = json.dumps({**json.loads(self.f.attrs.get(name, "{}")), **entries}, sort_keys=True)
         except BaseException:
             self._abort()
             raise

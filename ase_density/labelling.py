@@ -3,6 +3,7 @@ one flushed HDF5 record per finished structure, resumable, with progress."""
 
 from __future__ import annotations
 
+import functools
 import os
 import traceback
 
@@ -10,7 +11,9 @@ from tqdm import tqdm
 
 from .basis import AuxBasis
 from .dataset import ReferenceWriter, structure_key
+from .h5io import file_sha256
 from .reference import ReferenceSettings, SCFNotConverged, compute_reference
+from .scf_guess import GUESSES, GuessError, density_calculator, initial_guess
 from .validation import StructureError, validate_atoms
 
 
@@ -21,12 +24,15 @@ def _set_threads(n):
 
 
 def label_one(task):
-    """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm)`` ->
-    ``(key, ReferenceResult or None, failure reason or None)``. Never raises for bad input."""
-    key, atoms, settings, fit_error, save_dm = task
+    """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm, guess, model,
+    trust_model)`` -> ``(key, ReferenceResult or None, failure reason or None)``;
+    ``guess``/``model``/``trust_model`` as in :func:`ase_density.scf_guess.initial_guess`. Never
+    raises for bad input."""
+    key, atoms, settings, fit_error, save_dm, guess, model, trust_model = task
     try:
         result = compute_reference(atoms, ReferenceSettings(**settings), fit_error=fit_error,
-                                   save_density_matrix=save_dm, label=key)
+                                   save_density_matrix=save_dm, label=key,
+                                   guess=functools.partial(initial_guess, guess=guess, model=model, trust_model=trust_model))
         return key, result, None
     except (StructureError, SCFNotConverged) as exc:
         return key, None, str(exc)
@@ -36,13 +42,21 @@ def label_one(task):
 
 def label_structures(structures, output, settings: ReferenceSettings = ReferenceSettings(), workers: int = 1,
                      dask_address: str | None = None, save_density_matrix: bool = False, fit_error: bool = True,
-                     retry_failed: bool = False, progress: bool = True) -> dict:
+                     retry_failed: bool = False, progress: bool = True, guess: str = "minao",
+                     model=None, trust_model: bool = False) -> dict:
     """Label ``structures`` (a list of ``ase.Atoms``) into HDF5 file ``output``, skipping those
-    already stored (and those that failed before, unless ``retry_failed``). Returns a summary
-    ``{'done': n, 'skipped': n, 'failed': [(key, reason)]}``."""
+    already stored (and those that failed before, unless ``retry_failed``). ``guess``: the SCF's
+    initial guess (:data:`ase_density.scf_guess.GUESSES`; ``"model"`` with density model file
+    ``model``, default the shipped one; another file needs ``trust_model``): it changes the
+    cycles, not the stored results, so a file
+    may be resumed with another; each guess used is recorded in the file's ``scf_guesses``
+    attribute. Returns a summary ``{'done': n, 'skipped': n, 'failed': [(key, reason)]}``.
+    Raises :class:`~ase_density.scf_guess.GuessError` for a guess that does not apply and
+    :class:`~ase_density.calculator.ModelError` for a model that does not load."""
     basis = AuxBasis.load(settings.auxbasis)
     summary = {"done": 0, "skipped": 0, "failed": []}
-    with ReferenceWriter(output, settings.as_dict(), basis) as writer:
+    model, provenance = _guess_provenance(guess, model, settings, trust_model)
+    with ReferenceWriter(output, settings.as_dict(), basis, info={"scf_guesses": {guess: provenance}}) as writer:
         skip = writer.done | (set() if retry_failed else writer.failed)
         tasks = []
         for i, atoms in enumerate(structures):
@@ -56,7 +70,7 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
                 writer.write_failure(key, str(exc))
                 summary["failed"].append((key, str(exc)))
                 continue
-            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix))
+            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix, guess, model, trust_model))
         tasks.sort(key=lambda t: -len(t[1]))  # largest first: the tail of the run stays short
         by_key = {t[0]: t[1] for t in tasks}
         bar = tqdm(total=len(tasks), desc=f"labelling {os.path.basename(os.fspath(output))}", unit="structure",
@@ -72,6 +86,22 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
             bar.set_postfix(failed=len(summary["failed"]))
         bar.close()
     return summary
+
+
+def _guess_provenance(guess, model, settings, trust_model=False):
+    """(model file for the workers or None, what the file records of ``guess``: for a model its
+    file name and sha256); the model is loaded here once, so that a bad one fails before any work."""
+    if guess not in GUESSES:
+        raise GuessError(f"unknown initial guess {guess!r}; choose from {', '.join(GUESSES)}")
+    if guess == "vsap" and settings.is_hartree_fock:
+        raise GuessError("the vsap guess needs a DFT functional, not HF")
+    if guess != "model":
+        return None, {}
+    from .calculator import DEFAULT_MODEL
+
+    path = os.fspath(model or DEFAULT_MODEL)
+    density_calculator(path, trust_model)  # raises ModelError for a missing, foreign or untrusted file
+    return path, {"model": os.path.basename(path), "model_sha256": file_sha256(path)}
 
 
 def _run(tasks, workers, dask_address):
