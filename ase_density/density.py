@@ -241,11 +241,13 @@ def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
 
 
 def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
-                   density_matrix=None, orbital_basis=None, grid_level: int = 3) -> dict:
+                   density_matrix=None, orbital_basis=None, grid_level: int = 3, by_l: bool = False) -> dict:
     """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on one PySCF grid, against each reference
     given: ``{"fit": ...}`` for fitted coefficients (``reference_coefficients``), ``{"full": ...}``
     for a full AO ``density_matrix`` in ``orbital_basis`` (PySCF basis name), or both (the grid and
-    the predicted density are built once)."""
+    the predicted density are built once). ``by_l`` (with fitted coefficients) adds
+    ``"fit_by_l"``: [100 ∫|rho_l - rho_l,ref| dr / ∫rho_ref dr for l = 0..basis.lmax], the error of
+    each angular-momentum channel alone, on the same grid."""
     if reference_coefficients is None and density_matrix is None:
         raise ValueError("give a reference: reference_coefficients and/or density_matrix")
     if density_matrix is not None:
@@ -259,15 +261,23 @@ def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=
     auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
     columns = [flat]
     if reference_coefficients is not None:
-        columns.append(pyscf_coefficients(atoms, reference_coefficients, basis)[1])
+        reference = pyscf_coefficients(atoms, reference_coefficients, basis)[1]
+        columns.append(reference)
+        if by_l:
+            function_l = np.concatenate([basis.element(s).function_l() for s in atoms.get_chemical_symbols()])
+            columns += [np.where(function_l == l, flat - reference, 0.0) for l in range(basis.lmax + 1)]
     values = _evaluate(auxmol, np.stack(columns, axis=1), coords)  # one pass over the aux functions
     rho, references = values[:, 0], {}
     if reference_coefficients is not None:
         references["fit"] = values[:, 1]
     if density_matrix is not None:
         references["full"] = full_density_on_grid(mol, density_matrix, coords)
-    return {name: float(100.0 * np.sum(weights * np.abs(rho - ref)) / np.sum(weights * ref))
-            for name, ref in references.items()}
+    errors = {name: float(100.0 * np.sum(weights * np.abs(rho - ref)) / np.sum(weights * ref))
+              for name, ref in references.items()}
+    if by_l and reference_coefficients is not None:
+        n_electrons = np.sum(weights * values[:, 1])
+        errors["fit_by_l"] = (100.0 * (weights @ np.abs(values[:, 2:])) / n_electrons).tolist()
+    return errors
 
 
 def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,

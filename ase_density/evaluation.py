@@ -48,13 +48,15 @@ def evaluate_structure(atoms, predicted, basis, density_matrix=None, orbital_bas
 
     ref = atoms.arrays["density_coefficients"]
     eps = density.density_errors(atoms, predicted.coefficients, basis, reference_coefficients=ref,
-                                 density_matrix=density_matrix, orbital_basis=orbital_basis, grid_level=grid_level)
+                                 density_matrix=density_matrix, orbital_basis=orbital_basis, grid_level=grid_level,
+                                 by_l=True)
     pred = density_properties(atoms, predicted.coefficients, basis, predicted.uncorrected)
     fit = density_properties(atoms, ref, basis)
     mu_pred, dq = pred["dipole"] / Debye, pred["charges"] - fit["charges"]
     floor = atoms.info.get("fit_error")
     return {
         "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps["fit"], "eps_full": eps.get("full"),
+        "eps_fit_by_l": eps["fit_by_l"],
         "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
         "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
         "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - fit["dipole"] / Debye)),
@@ -97,6 +99,7 @@ def evaluate(calc, data, indices=None, grid_level: int = 3, batch_size: int = 16
     for name in SUMMARY_FIELDS:
         values = [abs(r[name]) if name == "n_electrons_error" else r[name] for r in rows if r[name] is not None]
         mean[name] = float(np.mean(values)) if values else None
+    mean["eps_fit_by_l"] = np.mean([r["eps_fit_by_l"] for r in rows], axis=0).tolist() if rows else None
     return {
         "model": portable_path(calc.model_path), "model_sha256": file_sha256(calc.model_path),
         "data": portable_path(data.path), "data_sha256": file_sha256(data.path),
@@ -118,7 +121,7 @@ def format_report(report: dict) -> str:
     m = report["mean"]
 
     def fmt(x, spec):
-        return "n/a" if x is None else format(x, spec)
+        return format("n/a", ">" + spec.split(".")[0]) if x is None else format(x, spec)
 
     lines = [f"model: {report['model']}", f"data:  {report['data']} ({report['n_structures']} structures, "
              f"{report['n_with_density_matrix']} with DFT density matrices)", "",
@@ -130,8 +133,16 @@ def format_report(report: dict) -> str:
              f"{'dipole error vs fitted reference (D)':<44}{fmt(m['dipole_error_vs_fit'], '12.4f')}",
              f"{'charge MAE (e)':<44}{fmt(m['charge_mae'], '12.4f')}",
              f"{'charge max error (e)':<44}{fmt(m['charge_max_error'], '12.4f')}",
-             f"{'|N_e error| before correction (electrons)':<44}{fmt(m['n_electrons_error'], '12.2e')}", "",
-             "coefficient RMSE (a.u.) per element and l"]
+             f"{'water net-charge MAE (e)':<44}{fmt(m['water_charge_mae'], '12.4f')}",
+             f"{'  (reference mean |water net charge|, e)':<44}{fmt(m['water_charge_reference_mean_abs'], '12.4f')}",
+             f"{'dipole error parts (D): molecular net charges':<44}{fmt(m['dipole_error_net_charges'], '12.4f')}",
+             f"{'  charge flow within molecules':<44}{fmt(m['dipole_error_charge_flow'], '12.4f')}",
+             f"{'  atomic l = 1 moments':<44}{fmt(m['dipole_error_atomic_moments'], '12.4f')}",
+             f"{'|N_e error| before correction (electrons)':<44}{fmt(m['n_electrons_error'], '12.2e')}"]
+    if m.get("eps_fit_by_l"):
+        lines.append(f"{'eps_rho vs fit of each l channel alone (%)':<44}"
+                     + " ".join(f"l{l} {e:.3f}" for l, e in enumerate(m["eps_fit_by_l"])))
+    lines += ["", "coefficient RMSE (a.u.) per element and l"]
     rmse = report["coefficient_rmse"]
     ls = sorted({int(l) for per_l in rmse.values() for l in per_l})
     lines.append(f"{'element':<8}" + "".join(f"{'l=' + str(l):>11}" for l in ls))

@@ -268,3 +268,17 @@ def test_charge_equilibration_gives_the_exact_electron_count_per_structure(label
     plain = DensityModel(seed=0, model_dtype="float64", type_names=TYPES, r_max=4.0, lmax_h=1, lmax_o=2,
                          num_layers=1, num_features=4, avg_num_neighbors=4.0)
     assert plain(dict(batch))[KEY].shape == out.shape
+
+
+def test_l_resolved_eps_sees_only_the_perturbed_channel(labelled):
+    basis, frames = labelled
+    atoms = frames[0]
+    ref = atoms.arrays[KEY]
+    moved = ref.copy()
+    o = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "O"][0]
+    moved[o, np.flatnonzero(basis.element("O").function_l() == 2)[0]] += 0.01
+    errors = density.density_errors(atoms, moved, basis, reference_coefficients=ref, grid_level=2, by_l=True)
+    by_l = errors["fit_by_l"]
+    assert len(by_l) == basis.lmax + 1 and by_l[2] > 0
+    assert all(e == 0 for l, e in enumerate(by_l) if l != 2)
+    assert by_l[2] == pytest.approx(errors["fit"], rel=1e-12)  # the whole error is the l = 2 channel's
