@@ -14,7 +14,8 @@ from ase.units import Hartree
 
 from ase_density.calculator import DEFAULT_MODEL
 from ase_density.cli import main
-from ase_density.dataset import ReferenceData, file_sha256
+from ase_density.dataset import ReferenceData
+from ase_density.h5io import file_sha256
 
 DATA = Path(__file__).parent / "data"
 MODEL = DEFAULT_MODEL  # the shipped model: trusted without an opt-in

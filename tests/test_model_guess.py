@@ -62,7 +62,7 @@ def test_coulomb_matrix_from_the_scf_density_fitting_tensor_matches_the_direct_i
 
     calc = scf_guess.density_calculator(str(DEFAULT_MODEL))
     symbols, auxmol = scf_guess._aux_for(dimer, calc.basis)
-    flat = calc.basis.e3nn_to_pyscf(symbols, calc.compute_batch([dimer_atoms])[0]["density_coefficients"])
+    flat = calc.basis.e3nn_to_pyscf(symbols, calc.get_density_coefficients(dimer_atoms.copy()))
     direct = scf_guess.coulomb_matrix(dimer, auxmol, flat)
     with_df = dft.RKS(dimer).density_fit(auxbasis="def2-universal-jkfit").with_df
     fitted = scf_guess.coulomb_matrix_df(with_df, auxmol, flat)
