@@ -110,16 +110,20 @@ class CoulombError(_MeanX):
         l_max: ignore functions with l > ``l_max`` (those the model does not predict)
     """
 
-    def __init__(self, basis: str, type_names: Sequence[str], l_max: Optional[int] = None, **kwargs):
+    def __init__(self, basis: str, type_names: Sequence[str], l_max: Optional[int] = None, l_min: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.register_buffer("blocks", coulomb_blocks(_load_basis(basis, tuple(type_names)), type_names, l_max),
+        self.register_buffer("blocks", coulomb_blocks(_load_basis(basis, tuple(type_names)), type_names, l_max, l_min),
                              persistent=False)
 
-    def update(self, preds: AtomicDataDict.Type, target: AtomicDataDict.Type) -> None:
+    def _one_centre(self, preds: AtomicDataDict.Type, target: AtomicDataDict.Type):
+        """(coefficient errors (n_atoms, width), atom types, one-centre energy of each atom's error)."""
         y = target[COEFFICIENTS_KEY]
         delta = torch.where(torch.isnan(y), torch.zeros_like(y), preds[COEFFICIENTS_KEY] - y)
-        J = self.blocks.to(delta.dtype)[target[AtomicDataDict.ATOM_TYPE_KEY].view(-1)]
-        super().update(torch.einsum("ni,nij,nj->n", delta, J, delta))
+        types = target[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
+        return delta, types, torch.einsum("ni,nij,nj->n", delta, self.blocks.to(delta.dtype)[types], delta)
+
+    def update(self, preds: AtomicDataDict.Type, target: AtomicDataDict.Type) -> None:
+        super().update(self._one_centre(preds, target)[2])
 
     def __str__(self) -> str:
         return "coulomb"
@@ -254,26 +258,19 @@ class DipoleErrorNorm(_MeanX):
         return "norm_mae"
 
 
-class StructureCoulombError(_MeanX):
+class StructureCoulombError(CoulombError):
     """Coulomb-metric error of each structure's whole density, per atom (Hartree), averaged over
     structures: (1/n_atoms) ∫∫ Δρ(r) Δρ(r') / |r - r'|, where the s functions of all atoms
     interact exactly across atoms (Gaussian charges: erf(sqrt(a b / (a + b)) R) / R) and the
-    functions with l >= 1 through each atom's one-centre metric J_Z. The s functions carry all
-    of a density's charge, so this error sees charge moving between atoms and molecules, which
-    :class:`CoulombError` cannot. Positive definite; zero only at the reference.
-
-    Takes whole prediction / target dicts (``field: null``); NaN targets count as zero error.
-
-    Args:
-        basis: auxiliary basis (PySCF name, ``<name>-decontract`` or file)
-        type_names: model type names (element symbols)
-        l_max: ignore functions with l > ``l_max`` (those the model does not predict)
+    functions with l >= 1 through each atom's one-centre metric J_Z (as :class:`CoulombError`).
+    The s functions carry all of a density's charge, so this error sees charge moving between
+    atoms and molecules, which :class:`CoulombError` cannot. Positive definite; zero only at the
+    reference. Arguments and NaN handling as :class:`CoulombError`.
     """
 
     def __init__(self, basis: str, type_names: Sequence[str], l_max: Optional[int] = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(basis, type_names, l_max, l_min=1, **kwargs)
         aux = _load_basis(basis, tuple(type_names))
-        self.register_buffer("blocks", coulomb_blocks(aux, type_names, l_max, l_min=1), persistent=False)
         primitives = [s_primitives(aux, name) for name in type_names]
         width = max(len(a) for a, _, _ in primitives)
         exponents = torch.ones(len(type_names), width, dtype=torch.float64)  # padding: charge 0
@@ -286,10 +283,7 @@ class StructureCoulombError(_MeanX):
         self.register_buffer("columns", columns, persistent=False)
 
     def update(self, preds: AtomicDataDict.Type, target: AtomicDataDict.Type) -> None:
-        y = target[COEFFICIENTS_KEY]
-        delta = torch.where(torch.isnan(y), torch.zeros_like(y), preds[COEFFICIENTS_KEY] - y)
-        types = target[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
-        one_centre = torch.einsum("ni,nij,nj->n", delta, self.blocks.to(delta)[types], delta)
+        delta, types, one_centre = self._one_centre(preds, target)
         charge = self.primitive_charges.to(delta)[types] * torch.gather(delta, 1, self.columns[types])  # (n, P)
         exponent = self.exponents.to(delta)[types]
         pos = target[AtomicDataDict.POSITIONS_KEY].to(delta) / Bohr
@@ -304,7 +298,7 @@ class StructureCoulombError(_MeanX):
             safe = torch.where(r > 1e-10, r, torch.ones_like(r))
             kernel = torch.where(r > 1e-10, torch.erf(p.sqrt() * safe) / safe, 2.0 * (p / torch.pi).sqrt())
             values.append((q @ kernel @ q + one_centre[atoms].sum()) / atoms.sum())
-        super().update(torch.stack(values))
+        _MeanX.update(self, torch.stack(values))
 
     def __str__(self) -> str:
         return "structure_coulomb"
