@@ -34,7 +34,9 @@ EVAL_SETS = ("test", "transfer")
 #: loss weights (see examples/train_water.yaml): each new term carries about the MSE's weight at the
 #: shipped model's errors
 WEIGHTS = {"structure_coulomb": 0.01, "population": 0.002, "dipole": 0.0003}
-ROWS = {
+#: every row starts from all of them off (examples/train_water.yaml's defaults are the winning row)
+OFF = {**{f"training_module.loss.{k}": "null" for k in WEIGHTS}, "training_module.model.charge_equilibration": "false"}
+ROWS = {name: {**OFF, **row} for name, row in {
     "mse": {},
     "structure_coulomb": {"training_module.loss.structure_coulomb": WEIGHTS["structure_coulomb"]},
     "population": {"training_module.loss.population": WEIGHTS["population"]},
@@ -42,7 +44,7 @@ ROWS = {
     "all": {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
     "all_charge_equilibration": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
                                  "training_module.model.charge_equilibration": "true"},
-}
+}.items()}
 MAX_STEPS = 1000
 GRID_LEVEL = 2
 
