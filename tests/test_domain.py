@@ -99,11 +99,12 @@ def test_cli_predict_and_analyze_refuse_non_water(tmp_path, capsys):
     frames = [molecule("H2O"), _dimer(), _plain("H2"), molecule("H2O")]
     ase.io.write(tmp_path / "in.xyz", frames)
     assert main(["predict", str(tmp_path / "in.xyz"), "--model", str(TINY_MODEL), "--trust-model",
-                 "-o", str(tmp_path / "p.h5")]) == 1
-    assert "frame 2: atoms [0, 1] form H2, not H2O" in capsys.readouterr().err
+                 "-o", str(tmp_path / "p.h5"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frame 2: atoms [0, 1] form H2, not H2O" in err[0]
     assert main(["predict", str(tmp_path / "in.xyz"), "--model", str(TINY_MODEL), "--trust-model", "--allow-non-water",
                  "-o", str(tmp_path / "q.h5")]) == 0
-    assert "predictions for 4 frames" in capsys.readouterr().out
+    assert "predictions for 4 new frames" in capsys.readouterr().out
     traj = tmp_path / "md.extxyz"
     ase.io.write(traj, [molecule("H2O"), molecule("H2O"), _plain("H2O2")])
     with pytest.raises(TrajectoryError, match=r"frame 2: atoms \[0, 1, 2, 3\] form H2O2"):
@@ -151,7 +152,7 @@ def test_label_refuses_a_bad_grid_level_and_resumes_with_the_functional_in_any_c
     args = ["label", str(tmp_path / "w.xyz"), "-o", str(out), "--basis", "sto-3g", "--no-fit-error"]
     with pytest.raises(SystemExit) as exit_info:
         main(args + ["--grid-level", "-3"])
-    assert exit_info.value.code == 2 and "--grid-level: invalid choice: -3" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--grid-level: -3 is out of range" in capsys.readouterr().err
     assert not out.exists()
     assert main(args + ["--xc", "HF"]) == 0 and "1 labelled" in capsys.readouterr().out
     assert ReferenceSettings(xc="hf") == ReferenceSettings(xc="HF")

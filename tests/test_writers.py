@@ -66,10 +66,10 @@ def _one_error_line(err, command):
 def test_sigkilled_predict_resumes_to_the_uninterrupted_file(tmp_path, frames):
     structures = tmp_path / "in.xyz"
     ase.io.write(structures, frames)
-    assert main(["predict", str(structures), "--model", TINY_MODEL, "-o", str(tmp_path / "full.h5"), "--batch-size", "2",
+    assert main(["predict", str(structures), "--model", TINY_MODEL, "--trust-model", "-o", str(tmp_path / "full.h5"), "--batch-size", "2",
                  "-q"]) == 0
     killed = tmp_path / "killed.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "ase_density.cli", "predict", str(structures), "--model", TINY_MODEL,
+    proc = subprocess.Popen([sys.executable, "-m", "ase_density.cli", "predict", str(structures), "--model", TINY_MODEL, "--trust-model",
                              "-o", str(killed), "--batch-size", "2", "-q"], env=ENV)
     n = 0
     try:
@@ -87,7 +87,7 @@ def test_sigkilled_predict_resumes_to_the_uninterrupted_file(tmp_path, frames):
     assert proc.returncode == -signal.SIGKILL, "predict finished before it could be killed"
     stored = len(PredictionData(killed))
     assert 20 <= stored < len(frames)
-    rc, err = _cli("predict", structures, "--model", TINY_MODEL, "-o", killed, "--batch-size", "2", "-q")
+    rc, err = _cli("predict", structures, "--model", TINY_MODEL, "--trust-model", "-o", killed, "--batch-size", "2", "-q")
     assert rc == 0, err
     _assert_same_file(tmp_path / "full.h5", killed)
     assert not os.path.exists(f"{killed}.lock") and not os.path.exists(f"{killed}.repair")
@@ -109,11 +109,11 @@ def test_predict_refuses_a_file_that_label_is_writing(tmp_path, frames):
     try:
         assert holder.stdout.readline().strip() == "writing"
         before = reference.read_bytes()
-        rc, err = _cli("predict", tmp_path / "w.xyz", "--model", TINY_MODEL, "-o", reference, "-q")
+        rc, err = _cli("predict", tmp_path / "w.xyz", "--model", TINY_MODEL, "--trust-model", "-o", reference, "-q")
         assert rc == 2
         _one_error_line(err, "predict")
         assert "another process is writing" in err[0]
-        rc, err = _cli("predict", tmp_path / "w.xyz", "--model", TINY_MODEL, "-o", reference, "--overwrite", "-q")
+        rc, err = _cli("predict", tmp_path / "w.xyz", "--model", TINY_MODEL, "--trust-model", "-o", reference, "--overwrite", "-q")
         assert rc == 2 and "another process is writing" in err[0]
         assert reference.read_bytes() == before
     finally:
@@ -135,7 +135,7 @@ def test_outputs_that_are_inputs_or_of_another_format_are_refused(tmp_path, fram
             (("predict", structures, "-o", structures), "predict", "the output is the input"),
             (("analyze", traj, "-o", traj, "--overwrite"), "analyze", "the output is the input"),
             (("analyze", traj, "-o", reference), "analyze", "not an ase-density trajectory analysis")]:
-        rc, err = _cli(*args, "--model", TINY_MODEL, "-q")
+        rc, err = _cli(*args, "--model", TINY_MODEL, "--trust-model", "-q")
         assert rc == 2, (args, err)
         _one_error_line(err, command)
         assert message in err[0], err
@@ -148,14 +148,14 @@ def test_overwrite_replaces_only_after_success(tmp_path, frames):
     structures = tmp_path / "w.xyz"
     ase.io.write(structures, frames[:4])
     out = tmp_path / "p.h5"
-    assert main(["predict", str(structures), "--model", TINY_MODEL, "-o", str(out), "-q"]) == 0
+    assert main(["predict", str(structures), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "-q"]) == 0
     before = out.read_bytes()
     ase.io.write(tmp_path / "bad.xyz", frames[:2] + [ase.Atoms("CH4", positions=np.eye(5, 3) * 1.1)])
-    assert main(["predict", str(tmp_path / "bad.xyz"), "--model", TINY_MODEL, "-o", str(out), "--overwrite", "-q"]) == 2
+    assert main(["predict", str(tmp_path / "bad.xyz"), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--overwrite", "-q"]) == 2
     assert out.read_bytes() == before and not os.path.exists(f"{out}.tmp")
     ase.io.write(structures, frames[4:7])  # changed input: refused on resume, replaced with --overwrite
-    assert main(["predict", str(structures), "--model", TINY_MODEL, "-o", str(out), "-q"]) == 2
-    assert main(["predict", str(structures), "--model", TINY_MODEL, "-o", str(out), "--overwrite", "-q"]) == 0
+    assert main(["predict", str(structures), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "-q"]) == 2
+    assert main(["predict", str(structures), "--model", TINY_MODEL, "--trust-model", "-o", str(out), "--overwrite", "-q"]) == 0
     pred = PredictionData(out)
     assert len(pred) == 3 and np.allclose(pred[0].positions, frames[4].positions)
 
@@ -164,20 +164,20 @@ def test_analyze_refuses_to_resume_onto_a_changed_trajectory(tmp_path, frames, c
     traj = tmp_path / "t.extxyz"
     ase.io.write(traj, frames[:8])
     out = tmp_path / "a.h5"
-    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--stop", "4", "-q"]) == 0
+    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--trust-model", "--stop", "4", "-q"]) == 0
     changed = [a.copy() for a in frames[:8]]
     changed[2].positions[0, 0] += 0.01  # same first frame, a later frame rewritten
     ase.io.write(traj, changed)
     before = _contents(out)
     capsys.readouterr()
-    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--stop", "4", "-q"]) == 2
+    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--trust-model", "--stop", "4", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     _one_error_line(err, "analyze")
     assert "frame 2 differs" in err[0]
     assert _contents(out).keys() == before.keys() and len(read_analysis(out)["index"]) == 4
     # the original frames again: the stored ones check out and nothing is redone
     ase.io.write(traj, frames[:8])
-    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--stop", "4", "-q"]) == 0
+    assert main(["analyze", str(traj), "-o", str(out), "--model", TINY_MODEL, "--trust-model", "--stop", "4", "-q"]) == 0
     assert "4 frames (0 new)" in capsys.readouterr().out
 
 
@@ -214,7 +214,7 @@ def test_option_ranges_are_checked_before_any_work(tmp_path, args, message):
 def test_user_errors_are_one_line(tmp_path):
     (tmp_path / "empty.traj").write_bytes(b"")
     for args, command, message in [
-            (("predict", tmp_path / "missing.xyz", "--model", TINY_MODEL, "-o", tmp_path / "p.h5"), "predict",
+            (("predict", tmp_path / "missing.xyz", "--model", TINY_MODEL, "--trust-model", "-o", tmp_path / "p.h5"), "predict",
              "missing.xyz: no such file"),
             (("analyze", tmp_path / "empty.traj", "-o", tmp_path / "a.h5", "--model", TINY_MODEL), "analyze", "no frames"),
             (("info", tmp_path / "empty.traj"), "info", "not a readable HDF5 file")]:
@@ -240,7 +240,7 @@ def test_writer_lock_is_exclusive_in_process(tmp_path):
 
 def test_prediction_file_records_no_machine_paths(tmp_path, frames):
     ase.io.write(tmp_path / "w.xyz", frames[:2])
-    assert main(["predict", str(tmp_path / "w.xyz"), "--model", TINY_MODEL, "-o", str(tmp_path / "p.h5"), "-q"]) == 0
+    assert main(["predict", str(tmp_path / "w.xyz"), "--model", TINY_MODEL, "--trust-model", "-o", str(tmp_path / "p.h5"), "-q"]) == 0
     attrs = PredictionData(tmp_path / "p.h5").attrs
     assert attrs["model"] == "tiny_water.nequip.zip" and attrs["source"] == "w.xyz"
     assert str(tmp_path) not in json.dumps({k: str(v) for k, v in attrs.items()})
