@@ -7,6 +7,8 @@ W=${WORKERS:-2}
 ase-density sample -n 320 --waters 2 10 --seed 1 -o train_pool.xyz
 ase-density sample -n 40 --waters 8 12 --seed 2 -o test.xyz
 ase-density sample -n 6 --waters 20 20 --seed 3 -o transfer.xyz
+ase-density sample -n 3 --waters 32 32 --seed 4 -o transfer32.xyz
 ase-density label train_pool.xyz -o train_pool.h5 --workers "$W" || true
 ase-density label test.xyz -o test.h5 --workers "$W" --save-dm || true
 ase-density label transfer.xyz -o transfer.h5 --workers "$W" --save-dm || true
+ase-density label transfer32.xyz -o transfer32.h5 --density-fit-scf --save-dm || true
