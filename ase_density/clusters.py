@@ -208,7 +208,8 @@ def sample_file(output, n_clusters: int, n_waters_range, seed: int = 0, relax_st
                 progress: bool = True) -> int:
     """Write ``n_clusters`` clusters (:func:`sample_clusters`) to the extxyz file ``output``. With
     ``resume``, an existing ``output`` is continued, but only if every cluster in it was sampled
-    with the same ``seed``, water range and ``relax_steps`` (else :class:`OptionError`), and each
+    with the same ``seed``, water range and ``relax_steps`` (else :class:`OptionError`; files from
+    before these were stored are checked on seed, index and water count), and each
     cluster is appended as soon as it is made; without, the clusters go to a temporary file that
     replaces ``output`` once all are written. Returns the
     number of new clusters."""
@@ -229,7 +230,11 @@ def sample_file(output, n_clusters: int, n_waters_range, seed: int = 0, relax_st
             raise InputError(f"{output}: cannot read it to resume sampling ({type(exc).__name__}: {exc})") from exc
         for k, atoms in enumerate(existing):
             found = {name: atoms.info.get(name) for name in wanted}
-            if found != wanted or atoms.info.get("index") != k:
+            # files written before the settings were stored carry only seed and index: compare what
+            # they hold, and their water count against the requested range
+            differs = any(value is not None and value != wanted[name] for name, value in found.items())
+            out_of_range = not wanted["waters_min"] <= len(atoms) // 3 <= wanted["waters_max"]
+            if differs or out_of_range or found["seed"] is None or atoms.info.get("index") != k:
                 raise OptionError(f"{output}: cluster {k} was sampled with other settings ({found}, index "
                                   f"{atoms.info.get('index')}); requested {wanted}: refusing to append (choose another "
                                   "output, or pass --no-resume)")

@@ -245,3 +245,20 @@ def test_prediction_file_records_no_machine_paths(tmp_path, frames):
     assert attrs["model"] == "tiny_water.nequip.zip" and attrs["source"] == "w.xyz"
     assert str(tmp_path) not in json.dumps({k: str(v) for k, v in attrs.items()})
     assert PredictionWriter.FORMAT == attrs["format"]
+
+
+def test_sample_resumes_a_file_written_before_settings_were_stored(tmp_path):
+    """tests/data/small_clusters.xyz holds only seed and index, as the shipped data files do."""
+    legacy = tmp_path / "legacy.xyz"
+    legacy.write_bytes((DATA / "small_clusters.xyz").read_bytes())
+    n = len(ase.io.read(legacy, index=":"))
+    waters = [len(a) // 3 for a in ase.io.read(legacy, index=":")]
+    before = legacy.read_bytes()
+    assert main(["sample", "-n", str(n), "--waters", str(min(waters)), str(max(waters)), "--seed", "11",
+                 "-o", str(legacy)]) == 0
+    assert legacy.read_bytes() == before  # complete: nothing appended
+    assert main(["sample", "-n", str(n), "--waters", str(min(waters)), str(max(waters)), "--seed", "12",
+                 "-o", str(legacy)]) == 2  # another seed
+    assert main(["sample", "-n", str(n), "--waters", str(max(waters) + 1), str(max(waters) + 2), "--seed", "11",
+                 "-o", str(legacy)]) == 2  # water counts outside the requested range
+    assert legacy.read_bytes() == before
