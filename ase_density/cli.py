@@ -67,7 +67,7 @@ def _label(args):
     summary = label_structures(structures, args.output, settings, workers=args.workers, dask_address=args.dask,
                                save_density_matrix=args.save_dm, fit_error=not args.no_fit_error,
                                retry_failed=args.retry_failed, guess=args.guess, model=args.model,
-                               trust_model=args.trust_model)
+                               trust_model=args.trust_model, allow_non_water=args.allow_non_water)
     print(f"{args.output}: {summary['done']} labelled, {summary['skipped']} already done or failed before, "
           f"{len(summary['failed'])} failed")
     for key, reason in summary["failed"]:
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SCF initial guess (same stored results, fewer cycles); model: from the density model")
     p.add_argument("--model", help="density model for --guess model (default: the shipped model)")
     _add_trust_model(p)
+    _add_allow_non_water(p)
     p.set_defaults(func=_label)
 
     p = sub.add_parser("info", help="summarise a reference file: size, settings, fit floor, problems")

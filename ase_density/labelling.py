@@ -25,13 +25,13 @@ def _set_threads(n):
 
 def label_one(task):
     """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm, guess, model,
-    trust_model)`` -> ``(key, ReferenceResult or None, failure reason or None)``;
+    trust_model, allow_non_water)`` -> ``(key, ReferenceResult or None, failure reason or None)``;
     ``guess``/``model``/``trust_model`` as in :func:`ase_density.scf_guess.initial_guess`. Never
     raises for bad input."""
-    key, atoms, settings, fit_error, save_dm, guess, model, trust_model = task
+    key, atoms, settings, fit_error, save_dm, guess, model, trust_model, allow_non_water = task
     try:
         result = compute_reference(atoms, ReferenceSettings(**settings), fit_error=fit_error,
-                                   save_density_matrix=save_dm, label=key,
+                                   save_density_matrix=save_dm, label=key, allow_non_water=allow_non_water,
                                    guess=functools.partial(initial_guess, guess=guess, model=model, trust_model=trust_model))
         return key, result, None
     except (StructureError, SCFNotConverged) as exc:
@@ -43,14 +43,15 @@ def label_one(task):
 def label_structures(structures, output, settings: ReferenceSettings = ReferenceSettings(), workers: int = 1,
                      dask_address: str | None = None, save_density_matrix: bool = False, fit_error: bool = True,
                      retry_failed: bool = False, progress: bool = True, guess: str = "minao",
-                     model=None, trust_model: bool = False) -> dict:
+                     model=None, trust_model: bool = False, allow_non_water: bool = False) -> dict:
     """Label ``structures`` (a list of ``ase.Atoms``) into HDF5 file ``output``, skipping those
     already stored (and those that failed before, unless ``retry_failed``). ``guess``: the SCF's
     initial guess (:data:`ase_density.scf_guess.GUESSES`; ``"model"`` with density model file
     ``model``, default the shipped one; another file needs ``trust_model``): it changes the
     cycles, not the stored results, so a file
     may be resumed with another; each guess used is recorded in the file's ``scf_guesses``
-    attribute. Returns a summary ``{'done': n, 'skipped': n, 'failed': [(key, reason)]}``.
+    attribute. ``allow_non_water``: also label structures that are not water clusters (else they
+    are recorded as failures). Returns a summary ``{'done': n, 'skipped': n, 'failed': [(key, reason)]}``.
     Raises :class:`~ase_density.scf_guess.GuessError` for a guess that does not apply and
     :class:`~ase_density.calculator.ModelError` for a model that does not load."""
     basis = AuxBasis.load(settings.auxbasis)
@@ -65,12 +66,13 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
                 summary["skipped"] += 1
                 continue
             try:
-                validate_atoms(atoms, elements=basis.symbols, label=key)
+                validate_atoms(atoms, elements=basis.symbols, label=key, allow_non_water=allow_non_water)
             except StructureError as exc:
                 writer.write_failure(key, str(exc))
                 summary["failed"].append((key, str(exc)))
                 continue
-            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix, guess, model, trust_model))
+            tasks.append((key, atoms, settings.as_dict(), fit_error, save_density_matrix, guess, model, trust_model,
+                          allow_non_water))
         tasks.sort(key=lambda t: -len(t[1]))  # largest first: the tail of the run stays short
         by_key = {t[0]: t[1] for t in tasks}
         bar = tqdm(total=len(tasks), desc=f"labelling {os.path.basename(os.fspath(output))}", unit="structure",

@@ -145,14 +145,14 @@ def _pyscf_integrals(basis: AuxBasis, symbols) -> np.ndarray:
 
 def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), basis: AuxBasis | None = None,
                       fit_error: bool = True, save_density_matrix: bool = False, label=None,
-                      guess=None) -> ReferenceResult:
+                      guess=None, allow_non_water: bool = False) -> ReferenceResult:
     """DFT (or HF) on ``atoms`` (Å) and the constrained Coulomb fit of its density onto the
     auxiliary basis. Raises :class:`SCFNotConverged` if the SCF fails to converge.
     ``fit_error`` also computes eps (%) of the fit against the full density on the DFT grid.
     ``guess``: the SCF's initial guess as ``run_scf``'s ``dm0`` (default ``minao``); its cost
     counts in ``timings['scf']``."""
     basis = basis or AuxBasis.load(settings.auxbasis)
-    validate_atoms(atoms, elements=basis.symbols, label=label)
+    validate_atoms(atoms, elements=basis.symbols, label=label, allow_non_water=allow_non_water)
     symbols = atoms.get_chemical_symbols()
     integrals = _pyscf_integrals(basis, symbols)
     timings = {}

@@ -159,3 +159,18 @@ def test_label_refuses_a_bad_grid_level_and_resumes_with_the_functional_in_any_c
     assert main(args + ["--xc", "hf"]) == 0  # the same functional: resumed, nothing redone
     assert "0 labelled, 1 already done" in capsys.readouterr().out
     assert ReferenceData(out).settings["xc"] == "HF"
+
+
+def test_label_records_non_water_as_failure_unless_allowed(tmp_path):
+    """A real HF/STO-3G run: an H2 molecule is refused by default and labelled on request."""
+    from ase_density.dataset import ReferenceData
+    from ase_density.labelling import label_structures
+    from ase_density.reference import ReferenceSettings
+
+    h2 = _plain("H2")
+    settings = ReferenceSettings(xc="HF", basis="sto-3g", grid_level=1)
+    summary = label_structures([h2], tmp_path / "refused.h5", settings, progress=False)
+    assert summary["done"] == 0 and "not H2O" in summary["failed"][0][1]
+    summary = label_structures([h2], tmp_path / "allowed.h5", settings, progress=False, allow_non_water=True)
+    assert summary["done"] == 1 and not summary["failed"]
+    assert ReferenceData(tmp_path / "allowed.h5")[0].get_chemical_formula() == "H2"
