@@ -18,7 +18,7 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     mkdir -p "$RUN"
     accelerator=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
     echo "bash examples/train_default.sh $* (on ${accelerator:-CPU}, $(nproc --all) cores)" > "$RUN/train_command.txt"
-    nequip-train -cp "$ROOT/examples" -cn train_water data_file="${DATA:-$ROOT/data/train_pool.h5}" hydra.run.dir="$RUN" \
+    nequip-train -cp "$ROOT/examples" -cn train_water data_file="${DATA:-data/train_pool.h5}" hydra.run.dir="$RUN" \
         "${resume[@]}" "$@"
 fi
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
