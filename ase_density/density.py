@@ -166,16 +166,22 @@ def molecular_charges(atoms, coefficients, basis: AuxBasis, molecules) -> np.nda
     return np.array([charges[m].sum() for m in _molecule_indices(atoms, molecules)])
 
 
+def molecular_centres(atoms, molecules) -> np.ndarray:
+    """(n_atoms, 3) centre of nuclear charge (Å) of the molecule each atom belongs to (zeros for
+    atoms in none of ``molecules``, sequences of atom indices)."""
+    centres = np.zeros((len(atoms), 3))
+    for m in _molecule_indices(atoms, molecules):
+        centres[m] = centre_of_nuclear_charge(atoms, m)
+    return centres
+
+
 def molecular_dipoles(atoms, coefficients, basis: AuxBasis, molecules) -> np.ndarray:
     """(n_molecules, 3) dipoles (e·Å) of ``molecules`` (sequences of atom indices), each about its
     own centre of nuclear charge, the density partitioned by atom (module docstring)."""
     molecules = _molecule_indices(atoms, molecules)
     if not molecules:
         return np.zeros((0, 3))
-    origin = np.zeros((len(atoms), 3))
-    for m in molecules:
-        origin[m] = centre_of_nuclear_charge(atoms, m)
-    contributions = atomic_dipole_contributions(atoms, coefficients, basis, origin=origin)
+    contributions = atomic_dipole_contributions(atoms, coefficients, basis, origin=molecular_centres(atoms, molecules))
     return np.array([contributions[m].sum(axis=0) for m in molecules])
 
 

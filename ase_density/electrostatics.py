@@ -95,14 +95,6 @@ def water_charges(atoms, coefficients, basis, waters=None) -> np.ndarray:
     return density.molecular_charges(atoms, coefficients, basis, waters)
 
 
-def _centres(atoms, molecules) -> np.ndarray:
-    """(n_atoms, 3) centre of nuclear charge (Å) of the molecule each atom belongs to."""
-    centre = np.empty((len(atoms), 3))
-    for m in molecules:
-        centre[m] = density.centre_of_nuclear_charge(atoms, m)
-    return centre
-
-
 def dipole_components(atoms, coefficients, basis, molecules=None, origin=None) -> dict:
     """The dipole (e·Å) about ``origin`` (Å; default the structure's centre of nuclear charge) as
     the sum of three vectors, each (3,):
@@ -121,7 +113,7 @@ def dipole_components(atoms, coefficients, basis, molecules=None, origin=None) -
     pos = atoms.get_positions()
     o = density.centre_of_nuclear_charge(atoms) if origin is None else np.asarray(origin, dtype=float)
     charges = density.atomic_charges(atoms, coefficients, basis)
-    centre = _centres(atoms, molecules)
+    centre = density.molecular_centres(atoms, molecules)
     # each atom's term about its own nucleus: the l = 1 moment of its functions
     atomic = density.atomic_dipole_contributions(atoms, coefficients, basis, origin=pos)
     return {"net_charges": charges @ (centre - o), "charge_flow": charges @ (pos - centre),
