@@ -14,15 +14,20 @@ ceiling of the construction).
 Every SCF first builds the integrals it keeps (the DF tensor, or the ERIs when they fit in
 memory: ``integrals_s``), so the guesses that reuse them are not charged for them and all
 guesses pay them alike. Then the guess (``guess_s``, model load excluded: once per process) and
-the SCF; ``wall_s`` is the sum of all three. Every case must reach the ``minao`` energy (1e-6 Eh).
+the SCF; ``wall_s`` is the sum of all three. Each is also recorded as the process's CPU time
+(``*_cpu_s``): with one thread that is what the SCF costs on a dedicated core, while wall time
+also counts waiting for a core that other jobs share. Every case must reach the ``minao`` energy
+(1e-6 Eh).
 
     python benchmarks/scf_guess.py [tests/data/small_water.h5 data/test.h5 ...] [--limit N]
         [--scf conventional density-fit] [--guesses minao atom huckel sap vsap model]
         [--model M] [--guess-grid-level 0] [--threads 1] [-o benchmarks/results/scf_guess_cases.json]
 
-The JSON is rewritten after every structure; rerunning the same command resumes after the
-structures already measured (same data, model, guesses, cases, guess grid and threads); results
-of other settings are never overwritten: give them their own ``-o``.
+The JSON is rewritten after every structure. Rerunning resumes cell by cell: each (structure,
+SCF case, guess) already measured is kept, so a rerun with more ``--guesses``, a larger
+``--limit`` or another ``--scf`` case measures only what is missing (same data, guess grid and
+threads; the model guesses' cells record their model's SHA-256, and another model is refused).
+Results of other settings are never overwritten: give them their own ``-o``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILTIN = ("minao", "atom", "huckel", "mod_huckel", "sap", "vsap")
 GUESSES = BUILTIN + ("model", "model-k", "model-no-k", "fitted")
 DEFAULT_GUESSES = ("minao", "atom", "huckel", "sap", "vsap", "model")
+MODEL_GUESSES = ("model", "model-k", "model-no-k")
 CASES = {"conventional": False, "density-fit": True}
 
 
@@ -59,18 +65,20 @@ def _scf(mol, settings, guess):
     times = {}
 
     def timed_guess(mf):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         _keep_integrals(mf)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         dm0 = guess(mf) if guess else None
-        times.update(integrals_s=t1 - t0, guess_s=time.perf_counter() - t1)
+        times.update(integrals_s=t1 - t0, guess_s=time.perf_counter() - t1,
+                     integrals_cpu_s=c1 - c0, guess_cpu_s=time.process_time() - c1)
         return dm0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mf = run_scf(mol, settings, dm0=timed_guess)
     if not mf.converged:
         raise RuntimeError("SCF did not converge")
-    return {"cycles": int(mf.n_cycles), "wall_s": time.perf_counter() - t0, **times, "energy": float(mf.e_tot)}
+    return {"cycles": int(mf.n_cycles), "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            **times, "energy": float(mf.e_tot)}
 
 
 def _builders(atoms, data, calc, args):
@@ -108,6 +116,7 @@ def main(argv=None):
     from ase_density.basis import build_mole
     from ase_density.calculator import DEFAULT_MODEL
     from ase_density.dataset import ReferenceData
+    from ase_density.h5io import file_sha256
     from ase_density.reference import ReferenceSettings
     from ase_density.scf_guess import density_calculator
 
@@ -130,49 +139,60 @@ def main(argv=None):
     lib.num_threads(args.threads)
     guesses = ["minao"] + [g for g in args.guesses if g != "minao"]
     calc = density_calculator(args.model) if any(g.startswith("model") for g in guesses) else None
-    header = {"data": [os.path.relpath(p) for p in args.data], "model": os.path.basename(args.model) if calc else None,
-              "guesses": guesses, "scf": args.scf, "guess_grid_level": args.guess_grid_level, "threads": args.threads}
-    rows = _previous_rows(args.output, header)
-    done = {(r["file"], r["key"]) for r in rows}
+    model = {"model": os.path.basename(args.model), "model_sha256": file_sha256(args.model)} if calc else {}
+    header = {"data": [os.path.relpath(p) for p in args.data], "guess_grid_level": args.guess_grid_level,
+              "threads": args.threads}
+    rows = _previous_rows(args.output, header, model)
     if rows:
         print(f"resuming: {len(rows)} structure(s) already measured in {args.output}")
+    by_key = {(r["file"], r["key"]): r for r in rows}
     warm = False
     for path in args.data:
         data = ReferenceData(path)
         settings = ReferenceSettings(**data.settings)
-        if not warm:
-            _warm_up(settings, args.scf, calc)
-            warm = True
         for i in range(min(len(data), args.limit or len(data))):
-            if (os.path.basename(path), data.keys[i]) in done:
+            row = by_key.get((os.path.basename(path), data.keys[i]))
+            if row is None:
+                row = {"file": os.path.basename(path), "key": data.keys[i]}
+            todo = {case: [g for g in guesses if g not in row.get(case, {})
+                           and not (g == "vsap" and settings.is_hartree_fock)] for case in args.scf}
+            if not any(todo.values()):
                 continue
+            if not warm:
+                _warm_up(settings, args.scf, calc)
+                warm = True
             atoms = data[i]
+            row["n_atoms"] = len(atoms)
             mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), settings.basis, max_memory=8000)
             builders = _builders(atoms, data, calc, args)
-            row = {"file": os.path.basename(path), "key": data.keys[i], "n_atoms": len(atoms)}
-            for case in args.scf:
+            for case, missing in todo.items():
                 case_settings = replace(settings, density_fit_scf=CASES[case])
-                row[case] = {g: _scf(mol, case_settings, builders.get(g)) for g in guesses
-                             if not (g == "vsap" and settings.is_hartree_fock)}
-                for g, r in row[case].items():  # every guess must reach the same SCF solution
-                    assert abs(r["energy"] - row[case]["minao"]["energy"]) < 1e-6, (row["key"], case, g)
+                cells = row.setdefault(case, {})
+                for g in missing:
+                    cells[g] = {**_scf(mol, case_settings, builders.get(g)), **(model if g in MODEL_GUESSES else {})}
+                for g, r in cells.items():  # every guess must reach the same SCF solution
+                    assert abs(r["energy"] - cells["minao"]["energy"]) < 1e-6, (row["key"], case, g)
                 print(f"{row['file'][:12]}:{row['key'][:13]} {len(atoms)} atoms, {case}: " + ", ".join(
-                    f"{g} {r['cycles']} it {r['wall_s']:.1f} s" for g, r in row[case].items()), flush=True)
-            rows.append(row)
+                    f"{g} {cells[g]['cycles']} it {cells[g]['wall_s']:.1f} s" for g in missing), flush=True)
+            if (row["file"], row["key"]) not in by_key:
+                by_key[row["file"], row["key"]] = row
+                rows.append(row)
             # after every structure, so that an interrupted run keeps what it measured
             write_results(args.output, args.threads, {**header, "level_of_theory": settings.as_dict(),
-                                                      "summary": _summary(rows, args.scf), "rows": rows})
+                                                      "summary": _summary(rows), "rows": rows})
     print()
-    for case, table in _summary(rows, args.scf).items():
+    for case, table in _summary(rows).items():
         for g, s in table.items():
             print(f"{case:<13}{g:<12} mean cycles {s['mean_cycles']:6.2f} ({s['cycle_reduction_percent']:+6.1f} % "
-                  f"fewer)  wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less), guess "
-                  f"{s['mean_guess_s']:.2f} s = {s['guess_per_cycle']:.2f} minao cycles")
+                  f"fewer)  wall {s['total_wall_s']:8.1f} s ({s['wall_reduction_percent']:+6.1f} % less), CPU "
+                  f"{s['total_cpu_s']:8.1f} s ({s['cpu_reduction_percent']:+6.1f} % less), guess "
+                  f"{s['mean_guess_cpu_s']:.2f} CPU s = {s['guess_per_cycle_cpu']:.2f} minao cycles")
 
 
-def _previous_rows(output: str, header: dict) -> list:
+def _previous_rows(output: str, header: dict, model: dict) -> list:
     """Rows of an earlier run with the same ``header`` settings at ``output`` (resume); refuses to
-    overwrite the results of a run with other settings."""
+    overwrite the results of a run with other settings, or model-guess cells of another ``model``
+    (``{"model": name, "model_sha256": ...}``)."""
     try:
         with open(output) as fh:
             previous = json.load(fh)
@@ -184,28 +204,44 @@ def _previous_rows(output: str, header: dict) -> list:
     if changed:
         raise SystemExit(f"{output} holds results measured with other {', '.join(changed)}: "
                          "pass another -o to keep them")
-    return previous.get("rows", [])
+    rows = previous.get("rows", [])
+    other = {cell.get("model_sha256") for row in rows for case in CASES for g, cell in row.get(case, {}).items()
+             if g in MODEL_GUESSES} - {None}
+    if model and other - {model["model_sha256"]}:
+        raise SystemExit(f"{output} holds model guesses of another model than {model['model']}: "
+                         "pass another -o to keep them")
+    return rows
 
 
-def _summary(rows: list, cases: list) -> dict:
-    """Per case and guess: mean cycles, total wall time, reductions against ``minao`` (%), mean
-    guess time in seconds and in units of one ``minao`` cycle (its SCF time over its cycles)."""
+def _summary(rows: list) -> dict:
+    """Per SCF case and guess, over the structures measured with every guess of that case: mean
+    cycles, total wall and CPU time (s), their reductions against ``minao`` (%), mean guess time (s)
+    and in units of one ``minao`` cycle (its SCF time over its cycles), on either clock."""
     out = {}
-    for case in cases:
-        base = [r[case]["minao"] for r in rows]
+    for case in CASES:
+        measured = [r[case] for r in rows if case in r]
+        if not measured:
+            continue
+        guesses = [g for g in measured[0] if all(g in cells for cells in measured)]
+        rows_case = [cells for cells in measured if all(g in cells for g in guesses)]
+        base = [cells["minao"] for cells in rows_case]
         base_cycles = sum(b["cycles"] for b in base)
-        base_wall = sum(b["wall_s"] for b in base)
-        cycle_s = sum(b["wall_s"] - b["integrals_s"] - b["guess_s"] for b in base) / base_cycles
         out[case] = {}
-        for g in rows[0][case]:
-            cycles = np.array([r[case][g]["cycles"] for r in rows])
-            wall = np.array([r[case][g]["wall_s"] for r in rows])
-            guess_s = float(np.mean([r[case][g]["guess_s"] for r in rows]))
-            out[case][g] = {"mean_cycles": float(cycles.mean()), "total_wall_s": float(wall.sum()),
+        for g in guesses:
+            cells = [c[g] for c in rows_case]
+            cycles = np.array([c["cycles"] for c in cells])
+            out[case][g] = {"structures": len(rows_case), "mean_cycles": float(cycles.mean()),
                             "cycle_reduction_percent": float(100 * (1 - cycles.sum() / base_cycles)),
-                            "wall_reduction_percent": float(100 * (1 - wall.sum() / base_wall)),
-                            "mean_guess_s": guess_s, "guess_per_cycle": guess_s / cycle_s,
-                            "energies": [r[case][g]["energy"] for r in rows]}
+                            "energies": [c["energy"] for c in cells]}
+            for clock in ("wall", "cpu"):
+                suffix = "_s" if clock == "wall" else "_cpu_s"
+                total = sum(c[f"{clock}_s"] for c in cells)
+                base_total = sum(b[f"{clock}_s"] for b in base)
+                cycle_s = sum(b[f"{clock}_s"] - b[f"integrals{suffix}"] - b[f"guess{suffix}"] for b in base) / base_cycles
+                guess_s = float(np.mean([c[f"guess{suffix}"] for c in cells]))
+                out[case][g].update({f"total_{clock}_s": total,
+                                     f"{clock}_reduction_percent": float(100 * (1 - total / base_total)),
+                                     f"mean_guess{suffix}": guess_s, f"guess_per_cycle_{clock}": guess_s / cycle_s})
     return out
 
 
