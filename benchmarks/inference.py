@@ -4,7 +4,11 @@ PySCF PBE0/def2-SVP reference (SCF + fit) where it runs; speed-up and fitted sca
 Each size runs in a fresh process (peak RSS is per process).
 
     python benchmarks/inference.py [--sizes 1 2 5 10 20 50 100 200 500 1000] [--max-dft-waters 20]
-        [--model M] [--device cpu] [--threads 2] [-o benchmarks/results/inference.json]
+        [--model M] [--baseline B --trust-model] [--device cpu] [--threads 2] [-o benchmarks/results/inference.json]
+
+``--baseline B`` also times model ``B`` at every size, in the same run, and reports the forward-time
+ratio model / baseline (e.g. a new default model against the one it replaces). Model files other
+than the shipped one load only with ``--trust-model`` (they run code: docs/model_files.md).
 
 Clusters: the project's sampler (``sample_cluster(n, seed, relax_steps=0)``) up to 20 waters,
 above that ``water_droplet`` (liquid-density lattice droplets, built in seconds).
@@ -28,6 +32,7 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[6])
 from inference import build_cluster
 kind, n, model, device, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+trust_model = sys.argv[7] == "1"
 import torch
 torch.set_num_threads(threads)
 atoms, builder = build_cluster(n)
@@ -36,7 +41,7 @@ def peak_mb():
 if kind == "model":
     from ase_density.calculator import DensityCalculator
     from nequip_plugin.inference import predict_coefficients
-    calc = DensityCalculator(model=model, device=device)
+    calc = DensityCalculator(model=model, device=device, trust_model=trust_model)
     predict_coefficients(calc.model, atoms)  # warm-up
     before = peak_mb()
     times = []
@@ -81,22 +86,30 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000])
     parser.add_argument("--max-dft-waters", type=int, default=20, help="largest cluster for the PySCF reference")
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--baseline", help="another model timed beside --model (forward-time ratio)")
+    parser.add_argument("--trust-model", action="store_true", help="load model files other than the shipped one")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("-o", "--output", default=os.path.join(HERE, "results", "inference.json"))
     args = parser.parse_args(argv)
 
     rows = []
-    print(f"{'waters':>6} {'atoms':>6} {'forward ms':>11} {'calc ms':>9} {'peak MB':>8} {'DFT s':>9} {'speed-up':>9}")
+    print(f"{'waters':>6} {'atoms':>6} {'forward ms':>11} {'calc ms':>9} {'peak MB':>8} {'DFT s':>9} {'speed-up':>9}"
+          + (f" {'/ baseline':>10}" if args.baseline else ""))
     for n in args.sizes:
-        row = run_child(_CHILD, "model", n, args.model, args.device, args.threads, HERE)
+        trust = int(args.trust_model)
+        row = run_child(_CHILD, "model", n, args.model, args.device, args.threads, HERE, trust)
+        if args.baseline:
+            baseline = run_child(_CHILD, "model", n, args.baseline, args.device, args.threads, HERE, trust)
+            row.update(baseline_forward_s=baseline["forward_s"], forward_ratio=row["forward_s"] / baseline["forward_s"])
         if n <= args.max_dft_waters:
-            row.update(run_child(_CHILD, "dft", n, args.model, args.device, args.threads, HERE))
+            row.update(run_child(_CHILD, "dft", n, args.model, args.device, args.threads, HERE, trust))
             row["speedup"] = row["dft_s"] / row["forward_s"]
         rows.append(row)
         dft = f"{row['dft_s']:>9.1f} {row['speedup']:>9.0f}" if "dft_s" in row else f"{'-':>9} {'-':>9}"
         print(f"{n:>6} {row['atoms']:>6} {1e3 * row['forward_s']:>11.1f} {1e3 * row['calculator_s']:>9.1f} "
-              f"{row['peak_rss_mb']:>8.0f} {dft}", flush=True)
+              f"{row['peak_rss_mb']:>8.0f} {dft}" + (f" {row['forward_ratio']:>10.2f}" if args.baseline else ""),
+              flush=True)
     with_dft = [r for r in rows if "dft_s" in r]
     exponents = {"forward": scaling_exponent([r["atoms"] for r in rows], [r["forward_s"] for r in rows]),
                  "forward_100_atoms_up": scaling_exponent([r["atoms"] for r in rows], [r["forward_s"] for r in rows],
@@ -105,8 +118,12 @@ def main(argv=None):
     fmt = {k: "n/a" if v is None else f"{v:.2f}" for k, v in exponents.items()}
     print(f"scaling exponent (time ~ n_atoms^k): model forward {fmt['forward']} (from 100 atoms: "
           f"{fmt['forward_100_atoms_up']}), PySCF reference {fmt['dft']}")
+    ratio = {"baseline": args.baseline,
+             "forward_ratio_mean": float(np.mean([r["forward_ratio"] for r in rows]))} if args.baseline else {}
+    if ratio:
+        print(f"forward time / baseline's: {ratio['forward_ratio_mean']:.2f} (mean over sizes)")
     write_results(args.output, args.threads, {
-        "model": args.model, "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
+        "model": args.model, **ratio, "reference": "PBE0/def2-SVP, grid level 3, SCF + fit",
         "scaling_exponents": exponents, "rows": rows}, device=args.device)
 
 
