@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train, package, evaluate and document the shipped default model.
 #   bash examples/train_default.sh [extra nequip-train overrides]
-# Writes ase_density/models/default.nequip.zip and its card default.json; the run directory
-# (checkpoints, metrics.csv, evaluation JSON) is outputs/default (RUN=... to change).
+# Writes ase_density/models/default.nequip.zip and its card default.json (both first made and
+# evaluated inside the run directory, outputs/default; RUN=... to change).
 # Rerunning after an interruption resumes training from the run's last checkpoint.
 #   TRAIN_ONLY=1  stop after training (e.g. on a GPU machine: examples/gpu_session.sh)
 #   SKIP_TRAIN=1  package, evaluate and document the run trained before (e.g. copied back from the GPU machine)
@@ -22,13 +22,21 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
         "${resume[@]}" "$@"
 fi
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
-mkdir -p ase_density/models
-nequip-package build "$RUN/best.ckpt" ase_density/models/default.nequip.zip
+# package, evaluate and document inside the run; the shipped pair (model + card) is replaced last,
+# together, so that a failed step never leaves a model without its card
+python examples/relative_checkpoint_paths.py "$RUN/best.ckpt"   # no machine paths inside the shipped file
+nequip-package build "$RUN/best.ckpt" "$RUN/default.nequip.zip"
 reports=()
 for set in ${EVAL_SETS:-test transfer}; do
-    ase-density evaluate --model ase_density/models/default.nequip.zip "data/$set.h5" --json "$RUN/${set}_eval.json"
+    # --trust-model: the file was packaged from this run just above
+    ase-density evaluate --trust-model --model "$RUN/default.nequip.zip" "data/$set.h5" --json "$RUN/${set}_eval.json"
     reports+=("$RUN/${set}_eval.json")
 done
-python examples/make_model_card.py --run "$RUN" --model ase_density/models/default.nequip.zip \
+python examples/make_model_card.py --run "$RUN" --model "$RUN/default.nequip.zip" \
     --train-data "${DATA:-data/train_pool.h5}" --eval "${reports[@]}" \
-    --command "$(cat "$RUN/train_command.txt")" -o ase_density/models/default.json
+    --command "$(cat "$RUN/train_command.txt")" -o "$RUN/default.json"
+mkdir -p ase_density/models
+cp "$RUN/default.nequip.zip" ase_density/models/default.nequip.zip.tmp
+cp "$RUN/default.json" ase_density/models/default.json.tmp
+mv ase_density/models/default.nequip.zip.tmp ase_density/models/default.nequip.zip
+mv ase_density/models/default.json.tmp ase_density/models/default.json
