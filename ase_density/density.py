@@ -71,11 +71,18 @@ def _screened_blocks(mol, coords_bohr):
         yield slice(i, i + len(points)), mol.eval_gto("GTOval_sph", points, non0tab=mask), mask
 
 
-def _evaluate(auxmol, flat, coords_bohr) -> np.ndarray:
-    """Densities at ``coords_bohr``: shape (n,) for flat coefficients (nao,), (n, k) for k columns (nao, k)."""
+def aux_density_values(auxmol, flat, coords_bohr) -> np.ndarray:
+    """Densities (e/Bohr^3) of aux-basis coefficients ``flat`` (PySCF order of ``auxmol``, a.u.) at
+    ``coords_bohr`` (n, 3): shape (n,) for flat coefficients (nao,), (n, k) for k columns (nao, k),
+    all columns in one pass over the screened aux functions."""
     from pyscf.dft import numint
 
     columns = np.asarray(flat, dtype=float).reshape(len(flat), -1)
+    if len(columns) != auxmol.nao_nr():
+        raise ValueError(f"{len(columns)} coefficients for an aux basis of {auxmol.nao_nr()} functions")
+    coords_bohr = np.asarray(coords_bohr, dtype=float)
+    if coords_bohr.ndim != 2 or coords_bohr.shape[1] != 3 or not np.isfinite(coords_bohr).all():
+        raise ValueError(f"points must be a finite (n, 3) array, got shape {coords_bohr.shape}")
     out = np.empty((len(coords_bohr), columns.shape[1]))
     shells, ao_loc = (0, auxmol.nbas), auxmol.ao_loc_nr()
     for rows, ao, mask in _screened_blocks(auxmol, coords_bohr):
@@ -87,7 +94,7 @@ def density_on_points(atoms, coefficients, basis: AuxBasis, points) -> np.ndarra
     """Electron density (e/Bohr^3) at ``points`` (Å, shape (n, 3))."""
     points = validate_points(points)
     auxmol, flat = pyscf_coefficients(atoms, coefficients, basis)
-    return _evaluate(auxmol, flat, points / Bohr)
+    return aux_density_values(auxmol, flat, points / Bohr)
 
 
 def electron_count(atoms, coefficients, basis: AuxBasis) -> float:
@@ -272,7 +279,7 @@ def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=
         if by_l:
             function_l = np.concatenate([basis.element(s).function_l() for s in atoms.get_chemical_symbols()])
             columns += [np.where(function_l == l, flat - reference, 0.0) for l in range(basis.lmax + 1)]
-    values = _evaluate(auxmol, np.stack(columns, axis=1), coords)  # one pass over the aux functions
+    values = aux_density_values(auxmol, np.stack(columns, axis=1), coords)  # one pass over the aux functions
     rho, references = values[:, 0], {}
     if reference_coefficients is not None:
         references["fit"] = values[:, 1]
@@ -313,7 +320,7 @@ def density_error_by_l(atoms, predictions, reference_coefficients, basis: AuxBas
         columns.append(basis.e3nn_to_pyscf(symbols, delta))
         columns += [basis.e3nn_to_pyscf(symbols, np.where(function_l == l, delta, 0.0)) for l in range(basis.lmax + 1)]
     coords, weights = integration_grid(atoms, grid_level)
-    rho = _evaluate(basis.aux_mole(symbols, atoms.get_positions()), np.stack(columns, axis=1), coords)
+    rho = aux_density_values(basis.aux_mole(symbols, atoms.get_positions()), np.stack(columns, axis=1), coords)
     n_electrons = np.sum(weights * rho[:, 0])
     errors = 100.0 * (weights @ np.abs(rho[:, 1:])) / n_electrons
     return errors.reshape(len(predictions), basis.lmax + 2)

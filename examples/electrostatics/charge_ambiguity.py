@@ -166,7 +166,7 @@ def densities_on_grid(atoms, fits, coords_bohr) -> dict:
         names = [name for name, (b, _) in fits.items() if b is basis]
         auxmol, _ = density.pyscf_coefficients(atoms, fits[names[0]][1], basis)
         flat = np.stack([basis.e3nn_to_pyscf(atoms.get_chemical_symbols(), fits[n][1]) for n in names], axis=1)
-        values = density._evaluate(auxmol, flat, coords_bohr)
+        values = density.aux_density_values(auxmol, flat, coords_bohr)
         out.update({n: values[:, k] for k, n in enumerate(names)})
     return out
 
