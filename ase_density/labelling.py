@@ -82,6 +82,8 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
     model, provenance = _guess_provenance(guess, model, settings, trust_model)
     own_scratch = scratch is None
     scratch = os.path.abspath(f"{os.fspath(output)}.scratch" if own_scratch else os.fspath(scratch))
+    if os.path.exists(scratch) and not os.path.isdir(scratch):
+        raise OptionError(f"scratch {scratch} exists and is not a directory")
     with ReferenceWriter(output, settings.as_dict(), basis, info={"scf_guesses": {guess: provenance}}) as writer:
         skip = writer.done | (set() if retry_failed else writer.failed)
         stem = os.path.join(scratch, os.path.basename(os.fspath(output)))
@@ -131,8 +133,6 @@ def _prepare_scratch(scratch, name, pending) -> bool:
     """Make directory ``scratch`` (True if it was made now) and remove what killed runs on output
     ``name`` left there: RI-JK tensors, half-written checkpoints, and checkpoints of structures
     not ``pending`` any more. The output's lock is held, so no other run owns these files."""
-    if os.path.exists(scratch) and not os.path.isdir(scratch):
-        raise OptionError(f"scratch {scratch} exists and is not a directory")
     created = not os.path.exists(scratch)
     try:
         os.makedirs(scratch, exist_ok=True)

@@ -179,5 +179,6 @@ def test_label_max_memory_and_scratch_options(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(base + ["--scratch", str(tmp_path / "file")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "w.h5").exists()  # options are checked before the output is made
     assert main(base) == 0
     assert not (tmp_path / "w.h5.scratch").exists()  # the default scratch dir is removed when empty
