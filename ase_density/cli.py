@@ -13,6 +13,7 @@ rerun continues from there.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import AseDensityError
@@ -38,6 +39,7 @@ POSITIVE = _ranged(int, 1, what="an integer")
 NON_NEGATIVE = _ranged(int, 0, what="an integer")
 POSITIVE_FLOAT = _ranged(float, 1e-300, what="a number")
 GRID_LEVEL = _ranged(int, 0, 9, what="an integer")  # PySCF's DFT grid levels
+MEMORY_MB = _ranged(float, 100, what="a number of MB")  # reference.MIN_MAX_MEMORY
 
 
 def _sample(args):
@@ -52,12 +54,15 @@ def _sample(args):
 def _label(args):
     import ase.io
 
-    from .errors import DatasetError, InputError
+    from .errors import DatasetError, InputError, OptionError
     from .h5io import check_not_input
     from .labelling import label_structures
     from .reference import ReferenceSettings
 
     check_not_input(args.output, [args.structures], DatasetError)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
+    if not args.dask and args.max_memory > ram:
+        raise OptionError(f"--max-memory {args.max_memory:g} MB is more than this machine's {ram:.0f} MB of memory")
     try:
         structures = ase.io.read(args.structures, index=":")
     except Exception as exc:  # ASE raises many kinds for unreadable files
@@ -67,9 +72,11 @@ def _label(args):
     summary = label_structures(structures, args.output, settings, workers=args.workers, dask_address=args.dask,
                                save_density_matrix=args.save_dm, fit_error=not args.no_fit_error,
                                retry_failed=args.retry_failed, guess=args.guess, model=args.model,
-                               trust_model=args.trust_model, allow_non_water=args.allow_non_water)
-    print(f"{args.output}: {summary['done']} labelled, {summary['skipped']} already done or failed before, "
-          f"{len(summary['failed'])} failed")
+                               trust_model=args.trust_model, allow_non_water=args.allow_non_water,
+                               max_memory=args.max_memory, scratch=args.scratch)
+    restarted = f" ({summary['restarted']} SCFs continued from checkpoints)" if summary["restarted"] else ""
+    print(f"{args.output}: {summary['done']} labelled{restarted}, {summary['skipped']} already done or failed "
+          f"before, {len(summary['failed'])} failed")
     for key, reason in summary["failed"]:
         print(f"  FAILED {key}: {reason.splitlines()[0] if reason else ''}")
     return EXIT_PARTIAL if summary["failed"] else EXIT_OK
@@ -210,6 +217,7 @@ def _evaluate(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
+    from .reference import DEFAULT_MAX_MEMORY
     from .scf_guess import GUESSES
 
     from . import __version__
@@ -240,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-level", type=GRID_LEVEL, default=3, help="PySCF DFT grid level, 0..9")
     p.add_argument("--conv-tol", type=POSITIVE_FLOAT, default=1e-9)
     p.add_argument("--density-fit-scf", action="store_true", help="density-fitted (RI-JK) SCF")
+    p.add_argument("--max-memory", type=MEMORY_MB, default=DEFAULT_MAX_MEMORY, metavar="MB",
+                   help=f"memory budget of the SCFs in MB, shared by --workers (default {DEFAULT_MAX_MEMORY}); "
+                        "an RI-JK tensor larger than it goes to --scratch")
+    p.add_argument("--scratch", metavar="DIR",
+                   help="directory for SCF checkpoints (a rerun continues an interrupted SCF) and out-of-core "
+                        "RI-JK tensors; default OUTPUT.scratch, removed when empty")
     p.add_argument("--workers", type=POSITIVE, default=1, help="local worker processes")
     p.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address (tcp://host:port)")
     p.add_argument("--save-dm", action="store_true", help="also store the AO density matrix per structure")

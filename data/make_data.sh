@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${WORKERS:-2}
+# 32 and 50 waters: RI-JK within a 16 GB budget (the 50-water tensor, ~33 GB, goes to the scratch dir,
+# default next to the output; SCRATCH=dir to put it elsewhere); a killed SCF continues from its checkpoint
+BIG=(--density-fit-scf --save-dm --max-memory "${MAX_MEMORY:-16000}" ${SCRATCH:+--scratch "$SCRATCH"})
 ase-density sample -n 320 --waters 2 10 --seed 1 -o train_pool.xyz
 ase-density sample -n 40 --waters 8 12 --seed 2 -o test.xyz
 ase-density sample -n 6 --waters 20 20 --seed 3 -o transfer.xyz
 ase-density sample -n 3 --waters 32 32 --seed 4 -o transfer32.xyz
+ase-density sample -n 2 --waters 50 50 --seed 5 -o transfer50.xyz
 ase-density label train_pool.xyz -o train_pool.h5 --workers "$W" || true
 ase-density label test.xyz -o test.h5 --workers "$W" --save-dm || true
 ase-density label transfer.xyz -o transfer.h5 --workers "$W" --save-dm || true
-ase-density label transfer32.xyz -o transfer32.h5 --density-fit-scf --save-dm || true
+ase-density label transfer32.xyz -o transfer32.h5 "${BIG[@]}" || true
+ase-density label transfer50.xyz -o transfer50.h5 "${BIG[@]}" || true

@@ -51,7 +51,7 @@ def test_label_write_read_round_trip(tmp_path, aux_basis):
         assert "eV" in f.attrs["units"]
     # running again does nothing; a new structure is added without duplicating
     again = label_structures(structures + waters(1, seed=9), path, HF, progress=False)
-    assert again == {"done": 1, "skipped": 3, "failed": []}
+    assert again == {"done": 1, "skipped": 3, "restarted": 0, "failed": []}
     assert len(ReferenceData(path)) == 4 and len(set(ReferenceData(path).keys)) == 4
 
 
