@@ -23,7 +23,7 @@ also counts waiting for a core that other jobs share. Every case must reach the 
         [--scf conventional density-fit] [--guesses minao atom huckel sap vsap model]
         [--model M] [--guess-grid-level 0] [--threads 1] [-o benchmarks/results/scf_guess_cases.json]
 
-The JSON is rewritten after every structure. Rerunning resumes cell by cell: each (structure,
+The JSON is rewritten after every SCF. Rerunning resumes cell by cell: each (structure,
 SCF case, guess) already measured is kept, so a rerun with more ``--guesses``, a larger
 ``--limit`` or another ``--scf`` case measures only what is missing (same data, guess grid and
 threads; the model guesses' cells record their model's SHA-256, and another model is refused).
@@ -170,16 +170,16 @@ def main(argv=None):
                 cells = row.setdefault(case, {})
                 for g in missing:
                     cells[g] = {**_scf(mol, case_settings, builders.get(g)), **(model if g in MODEL_GUESSES else {})}
-                for g, r in cells.items():  # every guess must reach the same SCF solution
-                    assert abs(r["energy"] - cells["minao"]["energy"]) < 1e-6, (row["key"], case, g)
+                    # every guess must reach the minao SCF solution (measured first)
+                    assert abs(cells[g]["energy"] - cells["minao"]["energy"]) < 1e-6, (row["key"], case, g)
+                    if (row["file"], row["key"]) not in by_key:
+                        by_key[row["file"], row["key"]] = row
+                        rows.append(row)
+                    # after every SCF, so that an interrupted run keeps what it measured
+                    write_results(args.output, args.threads, {**header, "level_of_theory": settings.as_dict(),
+                                                              "summary": _summary(rows), "rows": rows})
                 print(f"{row['file'][:12]}:{row['key'][:13]} {len(atoms)} atoms, {case}: " + ", ".join(
                     f"{g} {cells[g]['cycles']} it {cells[g]['wall_s']:.1f} s" for g in missing), flush=True)
-            if (row["file"], row["key"]) not in by_key:
-                by_key[row["file"], row["key"]] = row
-                rows.append(row)
-            # after every structure, so that an interrupted run keeps what it measured
-            write_results(args.output, args.threads, {**header, "level_of_theory": settings.as_dict(),
-                                                      "summary": _summary(rows), "rows": rows})
     print()
     for case, table in _summary(rows).items():
         for g, s in table.items():
@@ -214,31 +214,29 @@ def _previous_rows(output: str, header: dict, model: dict) -> list:
 
 
 def _summary(rows: list) -> dict:
-    """Per SCF case and guess, over the structures measured with every guess of that case: mean
-    cycles, total wall and CPU time (s), their reductions against ``minao`` (%), mean guess time (s)
-    and in units of one ``minao`` cycle (its SCF time over its cycles), on either clock."""
+    """Per SCF case and guess, over the structures measured with that guess (each against
+    ``minao`` on the same structures): mean cycles, total wall and CPU time (s), their reductions
+    against ``minao`` (%), mean guess time (s) and in units of one ``minao`` cycle (its SCF time
+    over its cycles), on either clock."""
     out = {}
     for case in CASES:
         measured = [r[case] for r in rows if case in r]
-        if not measured:
-            continue
-        guesses = [g for g in measured[0] if all(g in cells for cells in measured)]
-        rows_case = [cells for cells in measured if all(g in cells for g in guesses)]
-        base = [cells["minao"] for cells in rows_case]
-        base_cycles = sum(b["cycles"] for b in base)
-        out[case] = {}
+        guesses = list(dict.fromkeys(g for cells in measured for g in cells))
+        if guesses:
+            out[case] = {}
         for g in guesses:
-            cells = [c[g] for c in rows_case]
-            cycles = np.array([c["cycles"] for c in cells])
-            out[case][g] = {"structures": len(rows_case), "mean_cycles": float(cycles.mean()),
+            pairs = [(cells["minao"], cells[g]) for cells in measured if g in cells]
+            base_cycles = sum(b["cycles"] for b, _ in pairs)
+            cycles = np.array([c["cycles"] for _, c in pairs])
+            out[case][g] = {"structures": len(pairs), "mean_cycles": float(cycles.mean()),
                             "cycle_reduction_percent": float(100 * (1 - cycles.sum() / base_cycles)),
-                            "energies": [c["energy"] for c in cells]}
+                            "energies": [c["energy"] for _, c in pairs]}
             for clock in ("wall", "cpu"):
                 suffix = "_s" if clock == "wall" else "_cpu_s"
-                total = sum(c[f"{clock}_s"] for c in cells)
-                base_total = sum(b[f"{clock}_s"] for b in base)
-                cycle_s = sum(b[f"{clock}_s"] - b[f"integrals{suffix}"] - b[f"guess{suffix}"] for b in base) / base_cycles
-                guess_s = float(np.mean([c[f"guess{suffix}"] for c in cells]))
+                total = sum(c[f"{clock}_s"] for _, c in pairs)
+                base_total = sum(b[f"{clock}_s"] for b, _ in pairs)
+                cycle_s = sum(b[f"{clock}_s"] - b[f"integrals{suffix}"] - b[f"guess{suffix}"] for b, _ in pairs) / base_cycles
+                guess_s = float(np.mean([c[f"guess{suffix}"] for _, c in pairs]))
                 out[case][g].update({f"total_{clock}_s": total,
                                      f"{clock}_reduction_percent": float(100 * (1 - total / base_total)),
                                      f"mean_guess{suffix}": guess_s, f"guess_per_cycle_{clock}": guess_s / cycle_s})
