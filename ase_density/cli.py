@@ -101,7 +101,8 @@ def _info(args):
     if args.json:
         print(json.dumps(summary, indent=1))
         return EXIT_PARTIAL if summary["problems"] else EXIT_OK
-    print(f"{args.data}: {summary['structures']} structures ({summary['waters_min']}–{summary['waters_max']} waters), "
+    sizes = f" ({summary['waters_min']}–{summary['waters_max']} waters)" if summary["structures"] else ""
+    print(f"{args.data}: {summary['structures']} structures{sizes}, "
           f"{summary['failures']} failures, {summary['density_matrices']} with density matrices")
     print("  " + ", ".join(f"{k}={v}" for k, v in data.settings.items()))
     if summary["fit_error_mean_percent"] is not None:
