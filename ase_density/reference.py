@@ -297,15 +297,23 @@ def fit_coefficients(mol, auxmol, density_matrix, integrals, n_electrons) -> np.
     """Coulomb-metric fit with exact electron count: minimise (rho - rho~|rho - rho~) subject to
     sum_P c_P ∫chi_P = n_electrons. ``integrals``: ∫chi_P per aux function (PySCF order).
     Returns c (PySCF order)."""
-    b = coulomb_projection(mol, auxmol, density_matrix)
-    metric = scipy.linalg.cho_factor(auxmol.intor("int2c2e"))
-    c0 = scipy.linalg.cho_solve(metric, b)
-    u = scipy.linalg.cho_solve(metric, integrals)
+    return constrained_coulomb_fit(auxmol.intor("int2c2e"), coulomb_projection(mol, auxmol, density_matrix),
+                                  integrals, n_electrons)
+
+
+def constrained_coulomb_fit(metric, projection, integrals, n_electrons) -> np.ndarray:
+    """argmin_c (c^T metric c - 2 projection·c) subject to integrals·c = n_electrons, on plain
+    arrays: ``metric`` (P|Q) (Hartree), ``projection`` (P|rho), ``integrals`` ∫chi_P, all in one
+    aux-function order; returns c in that order (a.u.)."""
+    factor = scipy.linalg.cho_factor(metric)
+    c0 = scipy.linalg.cho_solve(factor, projection)
+    u = scipy.linalg.cho_solve(factor, integrals)
     lagrange = (n_electrons - integrals @ c0) / (integrals @ u)
     return c0 + lagrange * u
 
 
-def _pyscf_integrals(basis: AuxBasis, symbols) -> np.ndarray:
+def aux_function_integrals(basis: AuxBasis, symbols) -> np.ndarray:
+    """∫chi_P (a.u.) of every auxiliary function of atoms ``symbols`` in PySCF order."""
     return np.concatenate([basis.rotation(s).T @ basis.moments(s)[0] for s in symbols])
 
 
@@ -324,7 +332,7 @@ def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), 
     basis = basis or AuxBasis.load(settings.auxbasis)
     validate_atoms(atoms, elements=basis.symbols, label=label, allow_non_water=allow_non_water)
     symbols = atoms.get_chemical_symbols()
-    integrals = _pyscf_integrals(basis, symbols)
+    integrals = aux_function_integrals(basis, symbols)
     timings = {}
     t0 = time.perf_counter()
     mol = build_mole(symbols, atoms.get_positions(), settings.basis, max_memory=max_memory)

@@ -16,7 +16,7 @@ from ase.build import molecule
 from ase_density.basis import build_mole
 from ase_density.cli import main
 from ase_density.dataset import ReferenceData
-from ase_density.reference import (ReferenceSettings, _pyscf_integrals, compute_reference, df_tensor_bytes,
+from ase_density.reference import (ReferenceSettings, aux_function_integrals, compute_reference, df_tensor_bytes,
                                    fit_coefficients, run_scf)
 
 def dimer(shift=0.0):
@@ -32,7 +32,7 @@ def _mole(atoms, max_memory):
 def _fit(atoms, mol, mf, aux_basis):
     symbols = atoms.get_chemical_symbols()
     return fit_coefficients(mol, aux_basis.aux_mole(symbols, atoms.positions), mf.make_rdm1(),
-                            _pyscf_integrals(aux_basis, symbols), mol.nelectron)
+                            aux_function_integrals(aux_basis, symbols), mol.nelectron)
 
 
 def test_out_of_core_ri_tensor_gives_the_in_core_result(tmp_path, aux_basis):

@@ -5,7 +5,7 @@ from ase.units import Debye, Hartree
 
 from ase_density.basis import build_mole
 from ase_density.density import dipole_moment, electron_count
-from ase_density.reference import (ReferenceSettings, SCFNotConverged, _pyscf_integrals, compute_reference,
+from ase_density.reference import (ReferenceSettings, SCFNotConverged, aux_function_integrals, compute_reference,
                                    fit_coefficients)
 
 
@@ -33,7 +33,7 @@ def test_electron_count_constraint_is_what_fixes_n_e(water, water_reference, aux
     symbols = water.get_chemical_symbols()
     mol = build_mole(symbols, water.positions, "def2-SVP")
     auxmol = aux_basis.aux_mole(symbols, water.positions)
-    integrals = _pyscf_integrals(aux_basis, symbols)
+    integrals = aux_function_integrals(aux_basis, symbols)
     dm = water_reference.density_matrix
     constrained = fit_coefficients(mol, auxmol, dm, integrals, 10)
     assert abs(integrals @ constrained - 10) < 1e-10

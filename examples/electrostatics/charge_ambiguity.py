@@ -64,22 +64,6 @@ def even_tempered_basis(orbital_basis: str, beta: float):
     return AuxBasis(f"etb-{beta}", elements)
 
 
-def flat_integrals(basis, symbols) -> np.ndarray:
-    """∫chi_P of every auxiliary function of ``symbols`` in PySCF order."""
-    table = np.full((len(symbols), basis.width), np.nan)
-    for i, s in enumerate(symbols):
-        integrals = basis.moments(s)[0]
-        table[i, :len(integrals)] = integrals
-    return basis.e3nn_to_pyscf(symbols, table)
-
-
-def constrained_solve(metric, b, integrals, n_electrons) -> np.ndarray:
-    """argmin (c^T metric c - 2 b·c) subject to integrals·c = n_electrons (PySCF order)."""
-    factor = scipy.linalg.cho_factor(metric)
-    c0, u = scipy.linalg.cho_solve(factor, b), scipy.linalg.cho_solve(factor, integrals)
-    return c0 + (n_electrons - integrals @ c0) / (integrals @ u) * u
-
-
 def cheapest_change(metric, factor, integrals, owner, groups, deltas) -> tuple:
     """The change dc (PySCF order) of least Coulomb norm dc^T J dc that puts ``deltas[k]`` more
     electrons on the functions of the atoms in ``groups[k]`` (``owner``: the atom of each
@@ -195,7 +179,7 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
 
     from ase_density import density
     from ase_density.basis import build_mole
-    from ase_density.reference import coulomb_projection
+    from ase_density.reference import aux_function_integrals, constrained_coulomb_fit, coulomb_projection
     from ase_density.validation import find_waters
 
     atoms, basis, orbital_basis = data[index], data.basis, data.settings["basis"]
@@ -214,15 +198,15 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
     fits["reference"] = (basis, reference)
     auxmol = basis.aux_mole(symbols, atoms.get_positions())
     metric, b = auxmol.intor("int2c2e"), coulomb_projection(mol, auxmol, dm)
-    integrals = flat_integrals(basis, symbols)
-    fits["refit"] = (basis, basis.pyscf_to_e3nn(symbols, constrained_solve(metric, b, integrals, n_electrons)))
+    integrals = aux_function_integrals(basis, symbols)
+    fits["refit"] = (basis, basis.pyscf_to_e3nn(symbols, constrained_coulomb_fit(metric, b, integrals, n_electrons)))
     for lam in lambdas:
-        flat = constrained_solve(metric + lam * np.eye(len(b)), b, integrals, n_electrons)
+        flat = constrained_coulomb_fit(metric + lam * np.eye(len(b)), b, integrals, n_electrons)
         fits[f"tikhonov_{lam:g}"] = (basis, basis.pyscf_to_e3nn(symbols, flat))
     for other in bases:
         other_aux = other.aux_mole(symbols, atoms.get_positions())
-        flat = constrained_solve(other_aux.intor("int2c2e"), coulomb_projection(mol, other_aux, dm),
-                                 flat_integrals(other, symbols), n_electrons)
+        flat = constrained_coulomb_fit(other_aux.intor("int2c2e"), coulomb_projection(mol, other_aux, dm),
+                                 aux_function_integrals(other, symbols), n_electrons)
         fits[other.name] = (other, other.pyscf_to_e3nn(symbols, flat))
 
     # Coulomb stiffness of the partition of the stored fit
