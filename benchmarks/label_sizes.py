@@ -1,7 +1,7 @@
 """Array sizes of labelling N-water clusters, without running an SCF: AOs, the RI-JK tensor
 (def2-universal-jkfit), the fit's aux basis and Coulomb metric, the density matrix and the DFT grid.
-Sizes depend on the composition only (the grid a little on the geometry: waters on a 3 Å cubic
-lattice here).
+Sizes depend on the composition only (the grid a little on the geometry: the project's
+liquid-density lattice droplets, ``clusters.water_droplet``, here).
 
     python benchmarks/label_sizes.py [--waters 12 20 32 50] [--grid] [-o benchmarks/results/label_sizes.json]
 """
@@ -9,33 +9,19 @@ lattice here).
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 
-import numpy as np
-from ase.build import molecule
 from common import write_results
 
 from ase_density.basis import AuxBasis, build_mole
+from ase_density.clusters import water_droplet
 from ase_density.reference import SCF_AUXBASIS, ReferenceSettings, df_tensor_bytes
-
-
-def lattice_cluster(n_waters: int, spacing: float = 3.0):
-    """``n_waters`` gas-phase waters on the first points of a cubic lattice of ``spacing`` Å."""
-    side = int(np.ceil(n_waters ** (1 / 3)))
-    water = molecule("H2O")
-    cluster = water.copy()[:0]
-    for point in itertools.islice(itertools.product(range(side), repeat=3), n_waters):
-        w = water.copy()
-        w.translate(spacing * np.array(point))
-        cluster += w
-    return cluster
 
 
 def sizes(n_waters: int, settings: ReferenceSettings, grid: bool) -> dict:
     from pyscf.df import addons
 
-    atoms = lattice_cluster(n_waters)
+    atoms = water_droplet(n_waters, seed=n_waters)
     symbols = atoms.get_chemical_symbols()
     mol = build_mole(symbols, atoms.positions, settings.basis)
     fit_aux = AuxBasis.load(settings.auxbasis).aux_mole(symbols, atoms.positions)
