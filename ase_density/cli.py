@@ -39,7 +39,6 @@ POSITIVE = _ranged(int, 1, what="an integer")
 NON_NEGATIVE = _ranged(int, 0, what="an integer")
 POSITIVE_FLOAT = _ranged(float, 1e-300, what="a number")
 GRID_LEVEL = _ranged(int, 0, 9, what="an integer")  # PySCF's DFT grid levels
-MEMORY_MB = _ranged(float, 100, what="a number of MB")  # reference.MIN_MAX_MEMORY
 
 
 def _sample(args):
@@ -218,7 +217,7 @@ def _evaluate(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .basis import DEFAULT_AUXBASIS
-    from .reference import DEFAULT_MAX_MEMORY
+    from .reference import DEFAULT_MAX_MEMORY, MIN_MAX_MEMORY
     from .scf_guess import GUESSES
 
     from . import __version__
@@ -249,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-level", type=GRID_LEVEL, default=3, help="PySCF DFT grid level, 0..9")
     p.add_argument("--conv-tol", type=POSITIVE_FLOAT, default=1e-9)
     p.add_argument("--density-fit-scf", action="store_true", help="density-fitted (RI-JK) SCF")
-    p.add_argument("--max-memory", type=MEMORY_MB, default=DEFAULT_MAX_MEMORY, metavar="MB",
+    p.add_argument("--max-memory", type=_ranged(float, MIN_MAX_MEMORY, what="a number of MB"),
+                   default=DEFAULT_MAX_MEMORY, metavar="MB",
                    help=f"memory budget of the SCFs in MB, shared by --workers (default {DEFAULT_MAX_MEMORY}); "
                         "an RI-JK tensor larger than it goes to --scratch")
     p.add_argument("--scratch", metavar="DIR",
