@@ -253,14 +253,14 @@ def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
     return out
 
 
-def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
-                   density_matrix=None, orbital_basis=None, grid_level: int = 3, by_l: bool = False) -> dict:
-    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on one PySCF grid, against each reference
-    given: ``{"fit": ...}`` for fitted coefficients (``reference_coefficients``), ``{"full": ...}``
-    for a full AO ``density_matrix`` in ``orbital_basis`` (PySCF basis name), or both (the grid and
-    the predicted density are built once). ``by_l`` (with fitted coefficients) adds
-    ``"fit_by_l"``: [100 ∫|rho_l - rho_l,ref| dr / ∫rho_ref dr for l = 0..basis.lmax], the error of
-    each angular-momentum channel alone, on the same grid."""
+def densities_on_grid(atoms, coefficients, basis: AuxBasis, reference_coefficients=None, density_matrix=None,
+                      orbital_basis=None, grid_level: int = 3, by_l: bool = False) -> dict:
+    """A density and its references on one PySCF integration grid of ``grid_level``:
+    ``{"coords": (n, 3) Bohr, "weights": (n,) Bohr³, "model": rho}`` plus ``"fit"`` (the density of
+    ``reference_coefficients``) and/or ``"full"`` (of the AO ``density_matrix`` in
+    ``orbital_basis``, a PySCF basis name), densities in e/Bohr³. ``by_l`` (with fitted
+    coefficients) adds ``"fit_by_l"`` (n, basis.lmax + 1): rho_l − rho_l,ref of each
+    angular-momentum channel alone. The aux functions are evaluated once for all columns."""
     if reference_coefficients is None and density_matrix is None:
         raise ValueError("give a reference: reference_coefficients and/or density_matrix")
     if density_matrix is not None:
@@ -280,17 +280,38 @@ def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=
             function_l = np.concatenate([basis.element(s).function_l() for s in atoms.get_chemical_symbols()])
             columns += [np.where(function_l == l, flat - reference, 0.0) for l in range(basis.lmax + 1)]
     values = aux_density_values(auxmol, np.stack(columns, axis=1), coords)  # one pass over the aux functions
-    rho, references = values[:, 0], {}
+    grid = {"coords": coords, "weights": weights, "model": values[:, 0]}
     if reference_coefficients is not None:
-        references["fit"] = values[:, 1]
+        grid["fit"] = values[:, 1]
+        if by_l:
+            grid["fit_by_l"] = values[:, 2:]
     if density_matrix is not None:
-        references["full"] = full_density_on_grid(mol, density_matrix, coords)
-    errors = {name: float(100.0 * np.sum(weights * np.abs(rho - ref)) / np.sum(weights * ref))
-              for name, ref in references.items()}
-    if by_l and reference_coefficients is not None:
-        n_electrons = np.sum(weights * values[:, 1])
-        errors["fit_by_l"] = (100.0 * (weights @ np.abs(values[:, 2:])) / n_electrons).tolist()
+        grid["full"] = full_density_on_grid(mol, density_matrix, coords)
+    return grid
+
+
+def grid_errors(grid: dict) -> dict:
+    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr of a :func:`densities_on_grid` result
+    against each reference it holds (``"fit"``, ``"full"``), and ``"fit_by_l"`` [100 ∫|rho_l -
+    rho_l,ref| dr / ∫rho_ref dr for each l] where it holds the channels."""
+    weights, rho = grid["weights"], grid["model"]
+    errors = {name: float(100.0 * np.sum(weights * np.abs(rho - grid[name])) / np.sum(weights * grid[name]))
+              for name in ("fit", "full") if name in grid}
+    if "fit_by_l" in grid:
+        errors["fit_by_l"] = (100.0 * (weights @ np.abs(grid["fit_by_l"])) / np.sum(weights * grid["fit"])).tolist()
     return errors
+
+
+def density_errors(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,
+                   density_matrix=None, orbital_basis=None, grid_level: int = 3, by_l: bool = False) -> dict:
+    """eps_rho (%) = 100 ∫|rho - rho_ref| dr / ∫rho_ref dr on one PySCF grid, against each reference
+    given: ``{"fit": ...}`` for fitted coefficients (``reference_coefficients``), ``{"full": ...}``
+    for a full AO ``density_matrix`` in ``orbital_basis`` (PySCF basis name), or both (the grid and
+    the predicted density are built once). ``by_l`` (with fitted coefficients) adds
+    ``"fit_by_l"``: [100 ∫|rho_l - rho_l,ref| dr / ∫rho_ref dr for l = 0..basis.lmax], the error of
+    each angular-momentum channel alone, on the same grid."""
+    return grid_errors(densities_on_grid(atoms, coefficients, basis, reference_coefficients, density_matrix,
+                                         orbital_basis, grid_level, by_l))
 
 
 def density_error(atoms, coefficients, basis: AuxBasis, reference_coefficients=None,

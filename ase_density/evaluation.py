@@ -6,7 +6,10 @@ file stores the DFT density matrix, against the full DFT density (PySCF grid); t
 (e) against the fitted reference's charges; the electrostatic errors of
 :func:`ase_density.electrostatics.electrostatic_errors` (per-water net charges, and the dipole
 error split into molecular net charges, charge flow within molecules and atomic l = 1 moments);
-the electron-count error of the uncorrected model output. Over the file: means, and the RMSE of
+the electron-count error of the uncorrected model output; where the DFT density is stored,
+Hirshfeld charge errors against it (:func:`ase_density.electrostatics.hirshfeld_errors`: a
+partition that, unlike the basis functions' one, does not depend on how the density is expanded).
+Over the file: means, and the RMSE of
 the (corrected) coefficients per element and l.
 """
 
@@ -17,7 +20,7 @@ import datetime
 import numpy as np
 from ase.units import Debye
 
-from .electrostatics import ELECTROSTATIC_FIELDS, electrostatic_errors
+from .electrostatics import ELECTROSTATIC_FIELDS, HIRSHFELD_FIELDS, electrostatic_errors, hirshfeld_errors
 from .errors import ModelError
 from .h5io import file_sha256, portable_path, versions
 from .prediction import predict_frames
@@ -26,7 +29,7 @@ from .properties import density_properties
 #: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
 SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",
                   "charge_mae", "charge_max_error", "n_electrons_error") + tuple(
-    name for name in ELECTROSTATIC_FIELDS if name != "charge_mae")
+    name for name in ELECTROSTATIC_FIELDS if name != "charge_mae") + HIRSHFELD_FIELDS
 
 
 def check_same_basis(model_basis, data_basis):
@@ -47,9 +50,10 @@ def evaluate_structure(atoms, predicted, basis, density_matrix=None, orbital_bas
     from . import density
 
     ref = atoms.arrays["density_coefficients"]
-    eps = density.density_errors(atoms, predicted.coefficients, basis, reference_coefficients=ref,
-                                 density_matrix=density_matrix, orbital_basis=orbital_basis, grid_level=grid_level,
-                                 by_l=True)
+    grid = density.densities_on_grid(atoms, predicted.coefficients, basis, reference_coefficients=ref,
+                                     density_matrix=density_matrix, orbital_basis=orbital_basis,
+                                     grid_level=grid_level, by_l=True)
+    eps = density.grid_errors(grid)
     pred = density_properties(atoms, predicted.coefficients, basis, predicted.uncorrected)
     fit = density_properties(atoms, ref, basis)
     mu_pred, dq = pred["dipole"] / Debye, pred["charges"] - fit["charges"]
@@ -63,6 +67,7 @@ def evaluate_structure(atoms, predicted, basis, density_matrix=None, orbital_bas
         "charge_max_error": float(np.max(np.abs(dq))),
         "n_electrons_error": pred["n_electrons"] - pred["n_electrons_expected"],
         **electrostatic_errors(atoms, predicted.coefficients, ref, basis),
+        **hirshfeld_errors(atoms, grid),
     }
 
 
@@ -138,6 +143,12 @@ def format_report(report: dict) -> str:
              f"{'dipole error parts (D): molecular net charges':<44}{fmt(m['dipole_error_net_charges'], '12.4f')}",
              f"{'  charge flow within molecules':<44}{fmt(m['dipole_error_charge_flow'], '12.4f')}",
              f"{'  atomic l = 1 moments':<44}{fmt(m['dipole_error_atomic_moments'], '12.4f')}",
+             f"{'Hirshfeld charge MAE vs DFT (e)':<44}{fmt(m['hirshfeld_charge_mae'], '12.4f')}",
+             f"{'  (floor: reference fit vs DFT, e)':<44}{fmt(m['hirshfeld_charge_mae_fit'], '12.4f')}",
+             f"{'Hirshfeld water net-charge MAE vs DFT (e)':<44}{fmt(m['hirshfeld_water_charge_mae'], '12.4f')}",
+             f"{'  (floor: reference fit vs DFT, e)':<44}{fmt(m['hirshfeld_water_charge_mae_fit'], '12.4f')}",
+             f"{'  (DFT mean |water Hirshfeld charge|, e)':<44}"
+             f"{fmt(m['hirshfeld_water_charge_reference_mean_abs'], '12.4f')}",
              f"{'|N_e error| before correction (electrons)':<44}{fmt(m['n_electrons_error'], '12.2e')}"]
     if m.get("eps_fit_by_l"):
         lines.append(f"{'eps_rho vs fit of each l channel alone (%)':<44}"

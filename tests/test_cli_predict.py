@@ -61,6 +61,7 @@ def test_evaluate_table_and_json(tmp_path, capsys):
     assert main(["evaluate", str(h5), "--model", TINY_MODEL, "--trust-model", "--limit", "3", "--json", str(report_path)]) == 0
     table = capsys.readouterr().out
     assert "eps_rho vs fitted reference" in table and "eps_rho vs full DFT density" in table
+    assert "Hirshfeld charge MAE vs DFT" in table
     report = json.loads(report_path.read_text())
     assert report["n_structures"] == 3 == len(report["structures"]) == report["n_with_density_matrix"]
     assert report["data_sha256"] == file_sha256(h5) and report["model"].endswith("tiny_water.nequip.zip")
@@ -68,6 +69,7 @@ def test_evaluate_table_and_json(tmp_path, capsys):
         assert 0 < row["eps_fit"] < 100 and 0 < row["eps_full"] < 100 and row["dipole_error"] >= 0
         # the fitted reference is closer to the full density than the tiny model is
         assert row["reference_fit_error"] < row["eps_full"]
+        assert 0 <= row["hirshfeld_charge_mae_fit"] < row["hirshfeld_charge_mae"] < 1
     assert set(report["coefficient_rmse"]) == {"H", "O"} and set(report["coefficient_rmse"]["O"]) == {"0", "1", "2", "3", "4"}
     m = report["mean"]
     assert m["eps_fit"] == pytest.approx(np.mean([r["eps_fit"] for r in report["structures"]]))

@@ -11,6 +11,7 @@ from e3nn import o3
 from nequip.data import AtomicDataDict, from_dict
 from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
 from nequip.utils.global_state import set_global_state
+from scipy.spatial.transform import Rotation
 
 from ase_density import density, electrostatics
 from ase_density.dataset import ReferenceData
@@ -32,7 +33,7 @@ def dimer_reference(aux_basis):
     other.rotate(120, "z")
     other.translate([2.9, 0.3, 0.2])
     atoms += other
-    return atoms, compute_reference(atoms, basis=aux_basis)
+    return atoms, compute_reference(atoms, basis=aux_basis, save_density_matrix=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,69 @@ def test_water_charges_are_the_real_charge_transfer(dimer_reference, aux_basis):
     q = electrostatics.water_charges(atoms, reference.coefficients, aux_basis)
     assert abs(q.sum()) < 1e-10  # neutral fit
     assert 1e-4 < abs(q[0]) < 0.05  # a hydrogen-bonded dimer moves a few hundredths of an electron
+
+
+@pytest.fixture(scope="module")
+def dimer_grid(dimer_reference, aux_basis):
+    """The dimer's DFT density and its fit on one level-3 grid."""
+    atoms, reference = dimer_reference
+    grid = density.densities_on_grid(atoms, reference.coefficients, aux_basis,
+                                     reference_coefficients=reference.coefficients,
+                                     density_matrix=reference.density_matrix, orbital_basis="def2-svp")
+    return atoms, reference, grid
+
+
+def test_free_atoms_hold_their_electrons():
+    r = electrostatics._FREE_ATOM_RADII
+    for symbol, z in (("H", 1), ("O", 8)):
+        rho = electrostatics.free_atom_density(symbol)
+        assert np.trapezoid(4 * np.pi * r ** 2 * rho, r) == pytest.approx(z, abs=1e-3)
+        assert np.all(np.diff(rho[r > 0.1]) <= 1e-12)  # spherical atoms decay outward
+
+
+def test_hirshfeld_charges_of_a_real_density(dimer_grid, aux_basis):
+    atoms, reference, grid = dimer_grid
+    q = electrostatics.hirshfeld_charges(atoms, grid["coords"], grid["weights"], grid["full"])
+    assert abs(q.sum()) < 2e-3  # neutral, up to the grid's integration error
+    o, h = q[[0, 3]], q[[1, 2, 4, 5]]
+    assert np.all((-0.45 < o) & (o < -0.2)) and np.all((0.08 < h) & (h < 0.25))  # Hirshfeld water: O ≈ -0.3
+    # the fit changes the density by ~1 %, its Hirshfeld charges by far less than its basis charges
+    both = electrostatics.hirshfeld_charges(atoms, grid["coords"], grid["weights"],
+                                            np.stack([grid["fit"], grid["full"]], axis=1))
+    np.testing.assert_allclose(both[:, 1], q, atol=1e-12)
+    assert np.max(np.abs(both[:, 0] - q)) < 3e-3
+    # the same density, rotated with its grid, has the same charges
+    rotation = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    turned = atoms.copy()
+    turned.positions = atoms.positions @ rotation.T
+    q_turned = electrostatics.hirshfeld_charges(turned, grid["coords"] @ rotation.T, grid["weights"], grid["full"])
+    np.testing.assert_allclose(q_turned, q, atol=1e-10)
+    # every water's charge is the charge transfer a hydrogen bond makes: a few hundredths of an electron
+    waters = q.reshape(2, 3).sum(axis=1)
+    assert 0.005 < abs(waters[0]) < 0.08
+
+
+def test_hirshfeld_errors_are_zero_against_the_same_density(dimer_grid):
+    atoms, _, grid = dimer_grid
+    same = {**grid, "model": grid["full"]}
+    errors = electrostatics.hirshfeld_errors(atoms, same)
+    assert errors["hirshfeld_charge_mae"] < 1e-12 and errors["hirshfeld_water_charge_mae"] < 1e-12
+    assert 0 < errors["hirshfeld_charge_mae_fit"] < 3e-3
+    no_dft = {k: v for k, v in grid.items() if k != "full"}
+    assert all(v is None for v in electrostatics.hirshfeld_errors(atoms, no_dft).values())
+
+
+def test_hirshfeld_charges_refuse_bad_grids(dimer_grid):
+    atoms, _, grid = dimer_grid
+    coords, weights, rho = grid["coords"], grid["weights"], grid["full"]
+    with pytest.raises(ValueError, match="as many weights"):
+        electrostatics.hirshfeld_charges(atoms, coords, weights[:-1], rho)
+    with pytest.raises(ValueError, match="NaN"):
+        electrostatics.hirshfeld_charges(atoms, coords, weights, np.where(rho > 1, np.nan, rho))
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        electrostatics.hirshfeld_charges(atoms, coords[:, :2], weights, rho)
+    with pytest.raises(ValueError, match="no atoms"):
+        electrostatics.hirshfeld_charges(atoms[:0], coords, weights, rho)
 
 
 def test_electrostatic_errors_measure_moved_charge(labelled):
