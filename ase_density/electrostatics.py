@@ -12,7 +12,8 @@ Plain functions on plain arrays (positions in Å, coefficients in atomic units, 
   (b) charge flow within molecules and (c) the atomic l = 1 moments; the three add up to the dipole.
 - :func:`electrostatic_errors`: the per-structure electrostatic metrics of a predicted density
   against a reference (charges, water net charges, the dipole error and its split).
-- :func:`hirshfeld_charges`: atom charges (e) of any density given on an integration grid, shared
+- :func:`hirshfeld_charges` (:func:`density_hirshfeld_charges` for aux-basis coefficients): atom
+  charges (e) of any density given on an integration grid, shared
   out in proportion to spherical free-atom densities. Unlike the basis-function partition of
   :func:`ase_density.density.atomic_charges` they do not depend on how the density is expanded:
   equally good fits of one density can differ by 0.2 e per atom in the basis partition and agree
@@ -232,3 +233,14 @@ def hirshfeld_errors(atoms, grid: dict, free_atom_basis: str = FREE_ATOM_BASIS) 
     if waters is not None:
         out["hirshfeld_water_charge_reference_mean_abs"] = float(np.mean(np.abs(charges[waters, -1].sum(axis=1))))
     return out
+
+
+def density_hirshfeld_charges(atoms, coefficients, basis, grid_level: int = 3,
+                              free_atom_basis: str = FREE_ATOM_BASIS) -> np.ndarray:
+    """Hirshfeld atom charges (e), shape (n_atoms,), of the density of aux-basis ``coefficients``
+    (a.u., e3nn layout) on ``atoms`` (Å), integrated on a PySCF grid of ``grid_level`` (0–9)."""
+    if not isinstance(grid_level, (int, np.integer)) or not 0 <= grid_level <= 9:
+        raise ValueError(f"grid level must be an integer 0..9, got {grid_level!r}")
+    coords, weights = density.integration_grid(atoms, int(grid_level))
+    auxmol, flat = density.pyscf_coefficients(atoms, coefficients, basis)
+    return hirshfeld_charges(atoms, coords, weights, density.aux_density_values(auxmol, flat, coords), free_atom_basis)

@@ -180,6 +180,33 @@ def test_md_with_tip3p_base_records_charges_and_dipoles(trimer, tmp_path):
     assert not np.allclose(frames[0].positions, frames[-1].positions)
 
 
+def test_hirshfeld_charges_on_request(calc, trimer, monkeypatch):
+    from ase_density import electrostatics
+    from ase_density.calculator import DensityCalculator
+
+    atoms = trimer.copy()
+    atoms.calc = calc
+    calc.reset()
+    calls = []
+    original = electrostatics.hirshfeld_charges
+    monkeypatch.setattr(electrostatics, "hirshfeld_charges", lambda *a, **k: calls.append(1) or original(*a, **k))
+    atoms.get_charges()
+    assert calls == [] and "hirshfeld_charges" not in calc.results  # only computed when asked for
+    q = calc.get_property("hirshfeld_charges", atoms)
+    np.testing.assert_array_equal(calc.get_property("hirshfeld_charges", atoms), q)
+    assert calls == [1]  # once per geometry
+    assert q.shape == (len(atoms),) and abs(q.sum()) < 5e-3  # the corrected density is neutral
+    symbols = np.array(atoms.get_chemical_symbols())
+    assert np.all(q[symbols == "O"] < 0) and np.all(q[symbols == "H"] > 0)
+    rotated = atoms.copy()
+    rotated.rotate(70, "x", center="COM")
+    rotated.calc = calc
+    # Hirshfeld integration on a rotated PySCF grid: the same charges up to the grid's error
+    np.testing.assert_allclose(calc.get_property("hirshfeld_charges", rotated), q, atol=2e-4)
+    with pytest.raises(ValueError, match="hirshfeld_grid_level"):
+        DensityCalculator(model=TINY_MODEL, trust_model=True, hirshfeld_grid_level=12)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: molecule("CH4"), "unsupported element"),
     (lambda: Atoms("OHH", positions=[[0, 0, 0], [np.nan, 0, 0], [0, 1, 0]]), "non-finite"),
