@@ -86,15 +86,26 @@ def test_exact_electron_count_by_minimal_scalar_correction(calc, trimer):
         np.testing.assert_allclose(delta, (delta @ u) / (u @ u) * u, atol=1e-12)
 
 
-def test_caching_and_recompute_on_change(calc, trimer, monkeypatch):
-    atoms = trimer.copy()
+def _attached(calc, atoms):
+    """A copy of ``atoms`` with ``calc`` (reset) attached."""
+    atoms = atoms.copy()
     atoms.calc = calc
     calc.reset()
+    return atoms
+
+
+def _count_calls(monkeypatch, module, name) -> list:
+    """Wrap ``module.name`` so that every call appends to the returned list."""
+    calls, original = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def test_caching_and_recompute_on_change(calc, trimer, monkeypatch):
     import nequip_plugin.inference as inference
 
-    calls = []
-    original = inference.predict_coefficients_batch
-    monkeypatch.setattr(inference, "predict_coefficients_batch", lambda model, frames: calls.append(1) or original(model, frames))
+    atoms = _attached(calc, trimer)
+    calls = _count_calls(monkeypatch, inference, "predict_coefficients_batch")
     mu = atoms.get_dipole_moment()
     atoms.get_charges()
     calc.get_property("density_coefficients", atoms)
@@ -184,12 +195,8 @@ def test_hirshfeld_charges_on_request(calc, trimer, monkeypatch):
     from ase_density import electrostatics
     from ase_density.calculator import DensityCalculator
 
-    atoms = trimer.copy()
-    atoms.calc = calc
-    calc.reset()
-    calls = []
-    original = electrostatics.hirshfeld_charges
-    monkeypatch.setattr(electrostatics, "hirshfeld_charges", lambda *a, **k: calls.append(1) or original(*a, **k))
+    atoms = _attached(calc, trimer)
+    calls = _count_calls(monkeypatch, electrostatics, "hirshfeld_charges")
     atoms.get_charges()
     assert calls == [] and "hirshfeld_charges" not in calc.results  # only computed when asked for
     q = calc.get_property("hirshfeld_charges", atoms)

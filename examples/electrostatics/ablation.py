@@ -44,9 +44,25 @@ ROWS = {name: {**OFF, **row} for name, row in {
     "all": {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
     "all_charge_equilibration": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
                                  "training_module.model.charge_equilibration": "true"},
+    # the electrostatic terms at 2x (structure Coulomb, population) and 10x (dipole) those weights
+    "all_heavy": {f"training_module.loss.{k}": round(v * f, 6) for (k, v), f in zip(WEIGHTS.items(), (2, 2, 10))},
+    # longer receptive field: a fourth interaction layer (16 A), or a 5 A cutoff (more neighbours per hop)
+    "all_4_layers": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
+                     "training_module.model.num_layers": 4},
+    "all_cutoff_5": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()}, "cutoff_radius": 5.0},
 }.items()}
 MAX_STEPS = 1000
 GRID_LEVEL = 2
+
+
+def early_stopping_override() -> str:
+    """The override that switches off early stopping of examples/train_water.yaml (found by class,
+    not by its position in the callback list)."""
+    import yaml
+
+    callbacks = yaml.safe_load((ROOT / "examples" / "train_water.yaml").read_text())["trainer"]["callbacks"]
+    index = next(i for i, c in enumerate(callbacks) if c["_target_"].endswith(".EarlyStopping"))
+    return f"trainer.callbacks.{index}.patience=1000000"
 
 
 def run_dir(row: str, seed: int) -> Path:
@@ -63,7 +79,7 @@ def train_one(row: str, seed: int, max_steps: int) -> str:
     command = [str(Path(sys.executable).with_name("nequip-train")), "-cp", str(ROOT / "examples"), "-cn", "train_water",
                f"data_file={ROOT / 'data' / 'train_pool.h5'}", f"seed={seed}", f"hydra.run.dir={directory}",
                f"++trainer.max_steps={max_steps}", "trainer.max_epochs=-1",
-               "trainer.callbacks.1.patience=1000000", *overrides]
+               early_stopping_override(), *overrides]
     if (directory / "last.ckpt").exists():
         command.append(f"+ckpt_path={directory / 'last.ckpt'}")
     start = time.perf_counter()
