@@ -12,7 +12,9 @@ ase-density sample -n 40 --waters 8 12 --seed 2 -o test.xyz
 ase-density sample -n 6 --waters 20 20 --seed 3 -o transfer.xyz
 ase-density sample -n 3 --waters 32 32 --seed 4 -o transfer32.xyz
 ase-density sample -n 2 --waters 50 50 --seed 5 -o transfer50.xyz
+ase-density sample -n 40 --waters 12 16 --seed 6 -o train_large.xyz   # larger training clusters (docs/data.md)
 ase-density label train_pool.xyz -o train_pool.h5 --workers "$W" || true
+ase-density label train_large.xyz -o train_large.h5 --workers "$W" --guess model || true
 ase-density label test.xyz -o test.h5 --workers "$W" --save-dm || true
 ase-density label transfer.xyz -o transfer.h5 --workers "$W" --save-dm || true
 ase-density label transfer32.xyz -o transfer32.h5 "${BIG[@]}" || true
