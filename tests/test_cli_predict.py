@@ -73,3 +73,25 @@ def test_evaluate_table_and_json(tmp_path, capsys):
     assert set(report["coefficient_rmse"]) == {"H", "O"} and set(report["coefficient_rmse"]["O"]) == {"0", "1", "2", "3", "4"}
     m = report["mean"]
     assert m["eps_fit"] == pytest.approx(np.mean([r["eps_fit"] for r in report["structures"]]))
+
+
+def test_model_card_takes_new_evaluations_of_its_own_model_only(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_model_card", Path(__file__).parents[1] / "examples" / "make_model_card.py")
+    card_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(card_tool)
+    report_path, card_path = tmp_path / "eval.json", tmp_path / "card.json"
+    assert main(["evaluate", str(DATA / "small_water.h5"), "--model", TINY_MODEL, "--trust-model", "--limit", "1",
+                 "--json", str(report_path)]) == 0
+    old = {"model": "tiny_water.nequip.zip", "model_sha256": file_sha256(TINY_MODEL), "command": "kept",
+           "evaluation": {"small_water.h5": {"mean": {}}, "other.h5": {"mean": {"eps_fit": 1.0}}}}
+    card_path.write_text(json.dumps(old))
+    card_tool.main(["--update", str(card_path), "--eval", str(report_path)])
+    card = json.loads(card_path.read_text())
+    assert card["command"] == "kept" and card["evaluation"]["other.h5"] == old["evaluation"]["other.h5"]
+    assert card["evaluation"]["small_water.h5"]["mean"]["hirshfeld_charge_mae"] > 0
+    card_path.write_text(json.dumps({**old, "model_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="another model"):
+        card_tool.main(["--update", str(card_path), "--eval", str(report_path)])
+    assert json.loads(card_path.read_text())["model_sha256"] == "0" * 64  # left as it was
