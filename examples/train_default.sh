@@ -8,6 +8,8 @@
 #   SKIP_TRAIN=1  package, evaluate and document the run trained before (e.g. copied back from the GPU machine)
 #   DATA=file.h5  another training file (default data/train_pool.h5)
 #   EVAL_SETS="test transfer"  the data/<set>.h5 files evaluated for the card
+#   CHECKPOINT=best_dipole     package the epoch with the smallest validation dipole error (default
+#                              best: the smallest validation loss)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${RUN:-$ROOT/outputs/default}
@@ -24,8 +26,9 @@ fi
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 # package, evaluate and document inside the run; the shipped pair (model + card) is replaced last,
 # together, so that a failed step never leaves a model without its card
-python examples/relative_checkpoint_paths.py "$RUN/best.ckpt"   # no machine paths inside the shipped file
-nequip-package build "$RUN/best.ckpt" "$RUN/default.nequip.zip"
+ckpt="$RUN/${CHECKPOINT:-best}.ckpt"
+python examples/relative_checkpoint_paths.py "$ckpt"   # no machine paths inside the shipped file
+nequip-package build "$ckpt" "$RUN/default.nequip.zip"
 reports=()
 for set in ${EVAL_SETS:-test transfer}; do
     # --trust-model: the file was packaged from this run just above

@@ -54,7 +54,7 @@ def test_train_default_resumes_from_last_checkpoint(tmp_path):
     # a restarted run would log from step 0; validation logs the step before the epoch's last
     assert min(new_steps) >= reached - 1 > 0
     # the continued run overwrote last.ckpt (no last-v1.ckpt beside a stale one): a third call resumes from it
-    assert sorted(p.name for p in run.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["best.ckpt", "best_dipole.ckpt", "last.ckpt"]
     def global_step(path):
         return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
 
