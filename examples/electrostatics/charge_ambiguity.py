@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import scipy.optimize
-from ase.units import Bohr, Debye
+from ase.units import Debye
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
-#: the v2 model's errors on the 40 test clusters (results/model_v2/eval_at_5328_steps.json)
-MODEL_V2 = ROOT / "results" / "model_v2" / "eval_at_5328_steps.json"
+#: the v2 model's errors on the 40 test clusters (``ase-density evaluate data/test.h5``, level-3 grid)
+MODEL_V2 = ROOT / "results" / "model_v2" / "hirshfeld" / "test_eval.json"
 
 
 def even_tempered_basis(orbital_basis: str, beta: float):
@@ -106,26 +106,6 @@ def random_atom_changes(rng, waters, n_atoms, atom_mae, water_mae) -> np.ndarray
     return between + scale * within
 
 
-def hirshfeld_weights(atoms, orbital_basis, coords_bohr) -> np.ndarray:
-    """(n_points, n_atoms) Hirshfeld weights from spherical free-atom densities (PySCF's atomic
-    guess, ``init_guess_by_atom``), interpolated radially."""
-    from pyscf import scf
-
-    from ase_density.basis import build_mole
-    from ase_density.density import full_density_on_grid
-
-    radii = np.geomspace(1e-4, 30.0, 2000)
-    profile = {}
-    for sym in set(atoms.get_chemical_symbols()):
-        mol = build_mole([sym], [[0.0, 0.0, 0.0]], orbital_basis, closed_shell=False)
-        dm = scf.hf.init_guess_by_atom(mol)
-        profile[sym] = full_density_on_grid(mol, dm, np.stack([radii, 0 * radii, 0 * radii], axis=1))
-    pos = atoms.get_positions() / Bohr
-    free = np.stack([np.interp(np.linalg.norm(coords_bohr - p, axis=1), radii, profile[s], right=0.0)
-                     for s, p in zip(atoms.get_chemical_symbols(), pos)], axis=1)
-    return free / np.maximum(free.sum(axis=1, keepdims=True), 1e-300)
-
-
 def partition_grid(atoms, level):
     """PySCF's DFT grid (Bohr, Bohr³) for ``atoms`` with the atom each point belongs to (its
     Becke cell): the grid of :func:`ase_density.density.integration_grid`."""
@@ -155,11 +135,13 @@ def densities_on_grid(atoms, fits, coords_bohr) -> dict:
     return out
 
 
-def grid_charges(atoms, rho, weights, owner, hirshfeld, waters) -> dict:
+def grid_charges(atoms, rho, coords, weights, owner, free_atom_basis, waters) -> dict:
     """Becke and Hirshfeld atom charges (e) of a density on the grid, and their water sums."""
+    from ase_density.electrostatics import hirshfeld_charges
+
     z = atoms.get_atomic_numbers()
     out = {"becke": z - np.bincount(owner, weights=weights * rho, minlength=len(atoms)),
-           "hirshfeld": z - (weights * rho) @ hirshfeld}
+           "hirshfeld": hirshfeld_charges(atoms, coords, weights, rho, free_atom_basis)}
     return {name: (q, q[waters].sum(axis=1)) for name, q in out.items()}
 
 
@@ -190,7 +172,6 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
     n_electrons = mol.nelectron
     coords, weights, owner = partition_grid(atoms, grid_level)
     rho_full = density.full_density_on_grid(mol, dm, coords)
-    hirshfeld = hirshfeld_weights(atoms, orbital_basis, coords)
     dft_dipole = atoms.info["dipole"] / Debye
     reference = atoms.arrays["density_coefficients"]
 
@@ -236,7 +217,7 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
 
     ref_q = density.atomic_charges(atoms, reference, basis)
     ref_w = ref_q[waters].sum(axis=1)
-    dft_grid = grid_charges(atoms, rho_full, weights, owner, hirshfeld, waters)
+    dft_grid = grid_charges(atoms, rho_full, coords, weights, owner, orbital_basis, waters)
     out = {"key": atoms.info["key"], "n_waters": len(waters), "cpu_s": None, "coulomb_residual_hartree": float(residual),
            "delta_for_10pct_residual": stiffness, "reference_water_charges": ref_w.tolist(),
            "dft_grid_charges": {k: {"atom": v[0].tolist(), "water": v[1].tolist()} for k, v in dft_grid.items()},
@@ -248,7 +229,7 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
         rho = rhos[name]
         q = density.atomic_charges(atoms, coefficients, fit_basis)
         w = q[waters].sum(axis=1)
-        grid = grid_charges(atoms, rho, weights, owner, hirshfeld, waters)
+        grid = grid_charges(atoms, rho, coords, weights, owner, orbital_basis, waters)
         out["fits"][name] = {
             "basis": fit_basis.name, "n_functions": int(sum(fit_basis.element(s).size for s in symbols)),
             "eps_full": eps(rho, rho_full, weights), "eps_vs_reference": eps(rho, rhos["reference"], weights),
@@ -302,8 +283,9 @@ def print_table(summary, model):
               f"{e['atom_vs_reference']['max']:>10.4f}{e['water_vs_reference']['mae']:>10.4f}"
               f"{e['water_vs_reference']['max']:>10.4f}{e['hirshfeld_vs_dft']['atom']:>12.4f}{e['hirshfeld_vs_dft']['water']:>13.4f}")
     if model:
-        print(f"{'model v2 (40 clusters, level-2 grid)':<34}{'':>11}{model['eps_fit']:>10.3f}{model['dipole_error']:>10.3f}{model['charge_mae']:>10.4f}"
-              f"{model['charge_max_error']:>10.4f}{model['water_charge_mae']:>10.4f}")
+        print(f"{'model v2 (40 clusters)':<34}{model['eps_full']:>11.3f}{model['eps_fit']:>10.3f}{model['dipole_error']:>10.3f}"
+              f"{model['charge_mae']:>10.4f}{model['charge_max_error']:>10.4f}{model['water_charge_mae']:>10.4f}{'':>10}"
+              f"{model['hirshfeld_charge_mae']:>12.4f}{model['hirshfeld_water_charge_mae']:>13.4f}")
     for k, v in summary["partition_vs_aux_reference"].items():
         print(f"{k} (DFT) vs aux charges of the reference fit: atom MAE {v['atom']['mae']:.3f} e, "
               f"water MAE {v['water']['mae']:.4f} e")
@@ -349,7 +331,7 @@ def main(argv=None):
                              args.collective, args.grid_level, args.seed)
                      for i in tqdm(range(min(args.limit, len(data))), desc="clusters")]
     summary = summarise(per_structure)
-    model = json.loads(MODEL_V2.read_text())["mean"]["test"] if MODEL_V2.exists() else None
+    model = json.loads(MODEL_V2.read_text())["mean"]
     result = {"command": "python examples/electrostatics/charge_ambiguity.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "settings": {k: v for k, v in vars(args).items() if k != "output"},
               "data_sha256": file_sha256(args.data), "versions": versions(),
