@@ -34,7 +34,7 @@ EVAL_SETS = ("test", "transfer")
 #: loss weights (see examples/train_water.yaml): each new term carries about the MSE's weight at the
 #: shipped model's errors
 WEIGHTS = {"structure_coulomb": 0.01, "population": 0.002, "dipole": 0.0003}
-#: every row starts from all of them off (examples/train_water.yaml's defaults are the winning row)
+#: every row starts from all of them off (examples/train_water.yaml's defaults are the all_heavy row)
 OFF = {**{f"training_module.loss.{k}": "null" for k in WEIGHTS}, "training_module.model.charge_equilibration": "false"}
 ROWS = {name: {**OFF, **row} for name, row in {
     "mse": {},
