@@ -33,7 +33,6 @@ from . import density
 from .basis import build_mole
 from .validation import StructureError, find_waters
 
-#: keys of :func:`electrostatic_errors` (Debye for dipoles, e for charges)
 #: orbital basis of the free atoms whose spherical densities define the Hirshfeld partition
 FREE_ATOM_BASIS = "def2-svp"
 #: radii (Bohr) on which free-atom densities are tabulated; beyond the last one they count as zero
@@ -43,6 +42,7 @@ _FREE_ATOM_RADII = np.geomspace(1e-5, 40.0, 4000)
 HIRSHFELD_FIELDS = ("hirshfeld_charge_mae", "hirshfeld_charge_mae_fit", "hirshfeld_water_charge_mae",
                     "hirshfeld_water_charge_mae_fit", "hirshfeld_water_charge_reference_mean_abs")
 
+#: keys of :func:`electrostatic_errors` (Debye for dipoles, e for charges)
 ELECTROSTATIC_FIELDS = ("charge_mae", "water_charge_mae", "water_charge_reference_mean_abs",
                         "dipole_error_net_charges", "dipole_error_charge_flow", "dipole_error_atomic_moments")
 

@@ -36,20 +36,20 @@ EVAL_SETS = ("test", "transfer")
 WEIGHTS = {"structure_coulomb": 0.01, "population": 0.002, "dipole": 0.0003}
 #: every row starts from all of them off (examples/train_water.yaml's defaults are the all_heavy row)
 OFF = {**{f"training_module.loss.{k}": "null" for k in WEIGHTS}, "training_module.model.charge_equilibration": "false"}
+#: all three terms at those weights (row "all"; the other rows of that family start from it)
+ALL = {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()}
 ROWS = {name: {**OFF, **row} for name, row in {
     "mse": {},
     "structure_coulomb": {"training_module.loss.structure_coulomb": WEIGHTS["structure_coulomb"]},
     "population": {"training_module.loss.population": WEIGHTS["population"]},
     "dipole": {"training_module.loss.dipole": WEIGHTS["dipole"]},
-    "all": {f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
-    "all_charge_equilibration": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
-                                 "training_module.model.charge_equilibration": "true"},
+    "all": ALL,
+    "all_charge_equilibration": {**ALL, "training_module.model.charge_equilibration": "true"},
     # the electrostatic terms at 2x (structure Coulomb, population) and 10x (dipole) those weights
     "all_heavy": {f"training_module.loss.{k}": round(v * f, 6) for (k, v), f in zip(WEIGHTS.items(), (2, 2, 10))},
     # longer receptive field: a fourth interaction layer (16 A), or a 5 A cutoff (more neighbours per hop)
-    "all_4_layers": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()},
-                     "training_module.model.num_layers": 4},
-    "all_cutoff_5": {**{f"training_module.loss.{k}": v for k, v in WEIGHTS.items()}, "cutoff_radius": 5.0},
+    "all_4_layers": {**ALL, "training_module.model.num_layers": 4},
+    "all_cutoff_5": {**ALL, "cutoff_radius": 5.0},
 }.items()}
 MAX_STEPS = 1000
 GRID_LEVEL = 2

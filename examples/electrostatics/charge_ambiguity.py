@@ -120,7 +120,7 @@ def partition_grid(atoms, level):
     return grids.coords[real], grids.weights[real], grids.atm_idx[real]
 
 
-def densities_on_grid(atoms, fits, coords_bohr) -> dict:
+def fits_on_grid(atoms, fits, coords_bohr) -> dict:
     """{name: density (e/Bohr³) at ``coords_bohr``} of ``fits`` {name: (basis, e3nn coefficients)},
     one pass over each basis's functions for all the fits in that basis."""
     from ase_density import density
@@ -224,7 +224,7 @@ def analyse(data, index, bases, lambdas, shifts, water_shifts, collective, grid_
            "aux_vs_grid_partition": {k: {"atom": differences(ref_q, v[0]), "water": differences(ref_w, v[1])}
                                      for k, v in dft_grid.items()},
            "fits": {}}
-    rhos = densities_on_grid(atoms, fits, coords)
+    rhos = fits_on_grid(atoms, fits, coords)
     for name, (fit_basis, coefficients) in fits.items():
         rho = rhos[name]
         q = density.atomic_charges(atoms, coefficients, fit_basis)
