@@ -38,6 +38,7 @@ from .electrostatics import density_hirshfeld_charges
 from .errors import ModelError
 from .prediction import predict_frames
 from .properties import PROPERTIES, density_properties
+from .validation import check_grid_level
 
 #: the model shipped with the package (its model card: ``default.json`` beside it)
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.nequip.zip"
@@ -106,8 +107,7 @@ class DensityCalculator(Calculator):
 
     def __init__(self, model=None, device: str = "cpu", base=None, trust_model: bool = False,
                  allow_non_water: bool = False, hirshfeld_grid_level: int = 3, **kwargs):
-        if not isinstance(hirshfeld_grid_level, int) or not 0 <= hirshfeld_grid_level <= 9:
-            raise ValueError(f"hirshfeld_grid_level must be an integer 0..9, got {hirshfeld_grid_level!r}")
+        hirshfeld_grid_level = check_grid_level(hirshfeld_grid_level, "hirshfeld_grid_level")
         super().__init__(**kwargs)
         path = Path(model) if model is not None else DEFAULT_MODEL
         self.model, self.basis = _load_model(path, device, trust_model)

@@ -34,7 +34,7 @@ import numpy as np
 from ase.units import Bohr, Debye
 
 from .basis import AuxBasis, build_mole
-from .validation import check_cube_grid, validate_points
+from .validation import check_cube_grid, check_grid_level, validate_points
 
 #: bytes of basis-function values evaluated at once on a block of points
 _BLOCK_BYTES = 2e8
@@ -225,9 +225,10 @@ def dipole_moment(atoms, coefficients, basis: AuxBasis, unit: str = "eA", origin
 
 
 def integration_grid(atoms, level: int = 3):
-    """A PySCF DFT integration grid for ``atoms``: (coords in Bohr, weights in Bohr^3)."""
+    """A PySCF DFT integration grid of ``level`` (0..9) for ``atoms``: (coords in Bohr, weights in Bohr^3)."""
     from pyscf.dft import gen_grid
 
+    level = check_grid_level(level)
     mol = build_mole(atoms.get_chemical_symbols(), atoms.get_positions(), "sto-3g")
     grids = gen_grid.Grids(mol)
     grids.level = level

@@ -239,8 +239,6 @@ def density_hirshfeld_charges(atoms, coefficients, basis, grid_level: int = 3,
                               free_atom_basis: str = FREE_ATOM_BASIS) -> np.ndarray:
     """Hirshfeld atom charges (e), shape (n_atoms,), of the density of aux-basis ``coefficients``
     (a.u., e3nn layout) on ``atoms`` (Å), integrated on a PySCF grid of ``grid_level`` (0–9)."""
-    if not isinstance(grid_level, (int, np.integer)) or not 0 <= grid_level <= 9:
-        raise ValueError(f"grid level must be an integer 0..9, got {grid_level!r}")
-    coords, weights = density.integration_grid(atoms, int(grid_level))
+    coords, weights = density.integration_grid(atoms, grid_level)
     auxmol, flat = density.pyscf_coefficients(atoms, coefficients, basis)
     return hirshfeld_charges(atoms, coords, weights, density.aux_density_values(auxmol, flat, coords), free_atom_basis)

@@ -106,6 +106,14 @@ def validate_points(points) -> np.ndarray:
     return points
 
 
+def check_grid_level(level, name: str = "grid level") -> int:
+    """``level`` as an int, if it is a PySCF DFT grid level (an integer 0..9); ``ValueError`` naming
+    ``name`` otherwise (bools and floats are refused, not truncated)."""
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
+        raise ValueError(f"{name} must be an integer 0..9, got {level!r}")
+    return int(level)
+
+
 def available_memory() -> int:
     """Bytes of memory available to a new allocation: ``MemAvailable`` of /proc/meminfo, else the
     free physical pages (``os.sysconf``)."""

@@ -3,7 +3,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from ase_density.validation import StructureError, find_waters, validate_atoms
+from ase_density.validation import StructureError, check_grid_level, find_waters, validate_atoms
 
 
 def dimer():
@@ -39,3 +39,13 @@ def test_whole_waters():
         validate_atoms(molecule("H2O2"))
     with pytest.raises(StructureError, match="whole water"):
         validate_atoms(molecule("H2O2"), require_waters=True, allow_non_water=True)
+
+
+@pytest.mark.parametrize("level", [-1, 10, 2.0, True, "3", None])
+def test_grid_level_refused_unless_an_integer_0_to_9(level):
+    with pytest.raises(ValueError, match="hirshfeld_grid_level must be an integer 0..9"):
+        check_grid_level(level, "hirshfeld_grid_level")
+
+
+def test_grid_level_accepts_numpy_integers():
+    assert type(check_grid_level(np.int64(4))) is int and check_grid_level(np.int64(4)) == 4
