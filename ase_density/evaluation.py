@@ -2,7 +2,9 @@
 
 Per structure: eps_rho (%) of the predicted density against the fitted reference and, where the
 file stores the DFT density matrix, against the full DFT density (PySCF grid); the dipole error
-(Debye) against the DFT dipole and against the fitted reference's dipole; per-atom charge errors
+(Debye) against the DFT dipole and against the fitted reference's dipole, and its signed component
+along the DFT dipole (positive: the predicted dipole is too long, a bias that averages out
+only if the errors are random); per-atom charge errors
 (e) against the fitted reference's charges; the electrostatic errors of
 :func:`ase_density.electrostatics.electrostatic_errors` (per-water net charges, and the dipole
 error split into molecular net charges, charge flow within molecules and atomic l = 1 moments);
@@ -27,7 +29,8 @@ from .prediction import predict_frames
 from .properties import density_properties
 
 #: per-structure metrics averaged in the summary (None values, e.g. no density matrix, are skipped)
-SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_vs_fit",
+SUMMARY_FIELDS = ("eps_fit", "eps_full", "reference_fit_error", "dipole_error", "dipole_error_along_reference",
+                  "dipole_error_vs_fit",
                   "charge_mae", "charge_max_error", "n_electrons_error") + tuple(
     name for name in ELECTROSTATIC_FIELDS if name != "charge_mae") + HIRSHFELD_FIELDS
 
@@ -56,13 +59,15 @@ def evaluate_structure(atoms, predicted, basis, density_matrix=None, orbital_bas
     eps = density.grid_errors(grid)
     pred = density_properties(atoms, predicted.coefficients, basis, predicted.uncorrected)
     fit = density_properties(atoms, ref, basis)
-    mu_pred, dq = pred["dipole"] / Debye, pred["charges"] - fit["charges"]
+    mu_pred, mu_dft, dq = pred["dipole"] / Debye, atoms.info["dipole"] / Debye, pred["charges"] - fit["charges"]
     floor = atoms.info.get("fit_error")
     return {
         "key": atoms.info.get("key"), "n_atoms": len(atoms), "eps_fit": eps["fit"], "eps_full": eps.get("full"),
         "eps_fit_by_l": eps["fit_by_l"],
         "reference_fit_error": floor if floor is not None and np.isfinite(floor) else None,
-        "dipole_error": float(np.linalg.norm(mu_pred - atoms.info["dipole"] / Debye)),
+        "dipole_error": float(np.linalg.norm(mu_pred - mu_dft)),
+        "dipole_error_along_reference": float((mu_pred - mu_dft) @ mu_dft / np.linalg.norm(mu_dft))
+        if np.linalg.norm(mu_dft) > 0 else None,
         "dipole_error_vs_fit": float(np.linalg.norm(mu_pred - fit["dipole"] / Debye)),
         "charge_max_error": float(np.max(np.abs(dq))),
         "n_electrons_error": pred["n_electrons"] - pred["n_electrons_expected"],
@@ -126,7 +131,7 @@ def format_report(report: dict) -> str:
     m = report["mean"]
 
     def fmt(x, spec):
-        return format("n/a", ">" + spec.split(".")[0]) if x is None else format(x, spec)
+        return format("n/a", ">" + spec.split(".")[0].lstrip("+")) if x is None else format(x, spec)
 
     lines = [f"model: {report['model']}", f"data:  {report['data']} ({report['n_structures']} structures, "
              f"{report['n_with_density_matrix']} with DFT density matrices)", "",
@@ -135,6 +140,7 @@ def format_report(report: dict) -> str:
              f"{'eps_rho vs full DFT density (%)':<44}{fmt(m['eps_full'], '12.3f')}",
              f"{'  (floor: reference fit vs full DFT, %)':<44}{fmt(m['reference_fit_error'], '12.3f')}",
              f"{'dipole error vs DFT (D)':<44}{fmt(m['dipole_error'], '12.4f')}",
+             f"{'  signed, along the DFT dipole (D)':<44}{fmt(m['dipole_error_along_reference'], '+12.4f')}",
              f"{'dipole error vs fitted reference (D)':<44}{fmt(m['dipole_error_vs_fit'], '12.4f')}",
              f"{'charge MAE (e)':<44}{fmt(m['charge_mae'], '12.4f')}",
              f"{'charge max error (e)':<44}{fmt(m['charge_max_error'], '12.4f')}",

@@ -73,6 +73,20 @@ def test_evaluate_table_and_json(tmp_path, capsys):
     assert set(report["coefficient_rmse"]) == {"H", "O"} and set(report["coefficient_rmse"]["O"]) == {"0", "1", "2", "3", "4"}
     m = report["mean"]
     assert m["eps_fit"] == pytest.approx(np.mean([r["eps_fit"] for r in report["structures"]]))
+    assert "signed, along the DFT dipole" in table
+    # the signed error along the DFT dipole, against the calculator's own dipole of the first structure
+    from ase.units import Debye
+
+    from ase_density.calculator import DensityCalculator
+    from ase_density.dataset import ReferenceData
+
+    atoms = ReferenceData(h5)[0]
+    reference = atoms.info["dipole"] / Debye
+    atoms.calc = DensityCalculator(model=TINY_MODEL, trust_model=True)
+    error = atoms.get_dipole_moment() / Debye - reference
+    row = report["structures"][0]
+    assert row["dipole_error_along_reference"] == pytest.approx(error @ reference / np.linalg.norm(reference), abs=1e-6)
+    assert all(abs(r["dipole_error_along_reference"]) <= r["dipole_error"] + 1e-12 for r in report["structures"])
 
 
 def test_model_card_takes_new_evaluations_of_its_own_model_only(tmp_path):
