@@ -1,6 +1,7 @@
 """The project's HDF5 reference files in nequip's data pipeline, and the training-data statistics
 that the density model needs (``${training_data_stats:...}`` in the config)."""
 
+import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -24,6 +25,9 @@ class DensityDataset(AtomicDataset):
     ``n_test`` test, ``n_val`` validation and the remaining training structures; ``split`` picks
     one part (``all``: the whole file, unsplit). ``n_train`` keeps the first ``n_train`` of the
     seeded training part, so growing training sets are nested (learning curves).
+    ``extra_train_files``: further reference files (e.g. larger clusters) whose complete
+    structures all join the ``train`` split; the validation and test splits stay those of
+    ``file_path`` alone, so runs with and without them are judged on the same structures.
 
     Args:
         file_path: reference file written by ``ase-density label``
@@ -34,6 +38,8 @@ class DensityDataset(AtomicDataset):
         basis: if given, refuse a file whose auxiliary basis differs from this one (PySCF name,
             ``<name>-decontract`` or basis file)
         transforms: nequip data transforms (type mapper, neighbour list)
+        extra_train_files: reference files added whole to the ``train`` split (same basis
+            check); ignored by the other splits
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class DensityDataset(AtomicDataset):
         n_train: Optional[int] = None,
         basis: Optional[str] = None,
         transforms: Optional[List] = None,
+        extra_train_files: Optional[List[str]] = None,
     ):
         super().__init__(transforms=transforms or [])
         if split not in SPLITS:
@@ -63,6 +70,17 @@ class DensityDataset(AtomicDataset):
                                f"n_val={n_val}, n_test={n_test}, n_train={n_train})")
         self.keys = [reference.keys[i] for i in indices]
         self.data_list = [_to_data(reference[int(i)]) for i in indices]
+        for path in (extra_train_files or []) if split == "train" else []:
+            extra = ReferenceData(path)
+            if basis is not None:
+                _check_basis(extra, basis)
+            elif extra.basis.elements != reference.basis.elements:
+                raise DatasetError(f"{path}: its auxiliary basis {extra.basis.name!r} differs from that of "
+                                   f"{file_path} ({reference.basis.name!r})")
+            if len(extra) == 0:
+                raise DatasetError(f"{path}: holds no complete structure to add to the training split")
+            self.keys += [f"{os.path.basename(extra.path)}:{key}" for key in extra.keys]
+            self.data_list += [_to_data(atoms) for atoms in extra]
 
     def __len__(self) -> int:
         return len(self.data_list)

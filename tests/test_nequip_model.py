@@ -210,6 +210,21 @@ def test_dataset_splits_follow_split_indices():
     assert data[KEY].shape == (len(data[AtomicDataDict.POSITIONS_KEY]), 70)
 
 
+def test_extra_train_files_join_the_training_split_only(tmp_path):
+    n = len(ReferenceData(FIXTURE))
+    plain = {split: DensityDataset(str(FIXTURE), split=split, n_val=3, seed=7) for split in ("train", "val")}
+    extra = {split: DensityDataset(str(FIXTURE), split=split, n_val=3, seed=7, extra_train_files=[str(FIXTURE)],
+                                   basis="def2-universal-jfit-decontract") for split in ("train", "val")}
+    assert extra["val"].keys == plain["val"].keys  # judged on the same structures
+    assert extra["train"].keys == plain["train"].keys + [f"{FIXTURE.name}:{k}" for k in ReferenceData(FIXTURE).keys]
+    assert len(extra["train"]) == len(plain["train"]) + n
+    np.testing.assert_array_equal(extra["train"][len(plain["train"])][KEY], DensityDataset(str(FIXTURE))[0][KEY])
+    fake = tmp_path / "large.h5"
+    fake.write_text("not an HDF5 file")
+    with pytest.raises(DatasetError, match="large.h5"):
+        DensityDataset(str(FIXTURE), split="train", n_val=3, extra_train_files=[str(fake)])
+
+
 def test_dataset_refuses_other_basis_and_bad_split():
     with pytest.raises(DatasetError, match="differs"):
         DensityDataset(str(FIXTURE), basis="def2-universal-jfit")
