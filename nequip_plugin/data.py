@@ -38,8 +38,8 @@ class DensityDataset(AtomicDataset):
         basis: if given, refuse a file whose auxiliary basis differs from this one (PySCF name,
             ``<name>-decontract`` or basis file)
         transforms: nequip data transforms (type mapper, neighbour list)
-        extra_train_files: reference files added whole to the ``train`` split (same basis
-            check); ignored by the other splits
+        extra_train_files: reference files added whole to the ``train`` split (refused unless
+            in the main file's basis); ignored by the other splits
     """
 
     def __init__(
@@ -72,9 +72,8 @@ class DensityDataset(AtomicDataset):
         self.data_list = [_to_data(reference[int(i)]) for i in indices]
         for path in (extra_train_files or []) if split == "train" else []:
             extra = ReferenceData(path)
-            if basis is not None:
-                _check_basis(extra, basis)
-            elif extra.basis.elements != reference.basis.elements:
+            # the main file passed the ``basis`` check above: an extra file must match it
+            if extra.basis.elements != reference.basis.elements:
                 raise DatasetError(f"{path}: its auxiliary basis {extra.basis.name!r} differs from that of "
                                    f"{file_path} ({reference.basis.name!r})")
             if len(extra) == 0:
