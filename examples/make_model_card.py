@@ -12,6 +12,8 @@ import json
 import os
 import re
 
+import yaml
+
 from ase_density.h5io import file_sha256, portable_path
 
 
@@ -26,6 +28,20 @@ def evaluation_summaries(paths) -> dict:
             "coefficient_rmse": report["coefficient_rmse"], "grid_level": report["grid_level"],
             "model_sha256": report["model_sha256"]}
     return evaluations
+
+
+def extra_training_data(config: dict) -> list:
+    """The reference files added whole to the training split (``extra_train_files`` of the resolved
+    nequip-train config): path, SHA-256, and the keys of the structures trained on. The keys let a
+    file that labelling has grown since still be checked against the card."""
+    from ase_density.dataset import ReferenceData
+
+    records = []
+    for path in config.get("extra_train_files") or []:
+        data = ReferenceData(path)
+        records.append({"path": portable_path(path), "sha256": file_sha256(path), "n_structures": len(data),
+                        "keys": list(data.keys)})
+    return records
 
 
 def write_json(card: dict, path: str) -> None:
@@ -77,6 +93,7 @@ def main(argv=None):
         "model": os.path.basename(args.model), "model_sha256": file_sha256(args.model),
         "command": args.command, "config_yaml": config,
         "training_data": {"path": portable_path(args.train_data), "sha256": file_sha256(args.train_data)},
+        "extra_training_data": extra_training_data(yaml.safe_load(config)),
         "evaluation": evaluations,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

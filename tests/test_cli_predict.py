@@ -89,12 +89,27 @@ def test_evaluate_table_and_json(tmp_path, capsys):
     assert all(abs(r["dipole_error_along_reference"]) <= r["dipole_error"] + 1e-12 for r in report["structures"])
 
 
-def test_model_card_takes_new_evaluations_of_its_own_model_only(tmp_path):
+def load_card_tool():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_model_card", Path(__file__).parents[1] / "examples" / "make_model_card.py")
     card_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(card_tool)
+    return card_tool
+
+
+def test_model_card_records_the_extra_training_files_by_structure():
+    from ase_density.dataset import ReferenceData
+
+    path = DATA / "small_water.h5"
+    records = load_card_tool().extra_training_data({"extra_train_files": [str(path)], "data_file": "ignored"})
+    assert [r["sha256"] for r in records] == [file_sha256(path)]
+    assert records[0]["keys"] == list(ReferenceData(path).keys) and records[0]["n_structures"] == len(records[0]["keys"])
+    assert load_card_tool().extra_training_data({"extra_train_files": []}) == []
+
+
+def test_model_card_takes_new_evaluations_of_its_own_model_only(tmp_path):
+    card_tool = load_card_tool()
     report_path, card_path = tmp_path / "eval.json", tmp_path / "card.json"
     assert main(["evaluate", str(DATA / "small_water.h5"), "--model", TINY_MODEL, "--trust-model", "--limit", "1",
                  "--json", str(report_path)]) == 0

@@ -25,6 +25,8 @@ def card():
 def test_card_describes_the_shipped_files(card):
     assert card["model_sha256"] == file_sha256(DEFAULT_MODEL)
     assert card["training_data"]["sha256"] == file_sha256(ROOT / card["training_data"]["path"])
+    for extra in card.get("extra_training_data", []):  # files labelling may have grown since: by structure keys
+        assert set(extra["keys"]) <= set(ReferenceData(ROOT / extra["path"]).keys), extra["path"]
     assert "test.h5" in card["evaluation"]
     for name, evaluation in card["evaluation"].items():  # evaluated on the files as committed
         assert evaluation["data_sha256"] == file_sha256(ROOT / "data" / name), name
