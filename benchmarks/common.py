@@ -31,13 +31,14 @@ def _portable(value):
 def write_results(path: str, threads: int, payload: dict, **machine) -> None:
     """Write ``payload`` plus a ``machine`` record (CPUs, threads used, platform, Python, extra
     ``machine`` items such as the device) as indented JSON to ``path``, creating its folder. File
-    paths in ``payload``'s top-level values are recorded repository-relative, and a ``model`` file
-    with its SHA-256."""
+    paths in ``payload``'s top-level values are recorded repository-relative, and the ``model`` and
+    ``baseline`` model files with their SHA-256 (a path alone names another file once the shipped
+    model changes)."""
     from ase_density.h5io import file_sha256
 
-    payload = {name: _portable(value) for name, value in payload.items()}
-    if isinstance(payload.get("model"), str) and os.path.isfile(payload["model"]):
-        payload["model_sha256"] = file_sha256(payload["model"])
+    hashes = {f"{name}_sha256": file_sha256(payload[name]) for name in ("model", "baseline")
+              if isinstance(payload.get(name), str) and os.path.isfile(payload[name])}
+    payload = {**{name: _portable(value) for name, value in payload.items()}, **hashes}
     record = {"machine": {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
                           "python": platform.python_version(), **machine}, **payload}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
