@@ -101,11 +101,11 @@ def load_card_tool():
 def test_model_card_records_the_extra_training_files_by_structure():
     from ase_density.dataset import ReferenceData
 
-    path = DATA / "small_water.h5"
-    records = load_card_tool().extra_training_data({"extra_train_files": [str(path)], "data_file": "ignored"})
+    card_tool, path = load_card_tool(), DATA / "small_water.h5"
+    records = card_tool.extra_training_data({"extra_train_files": [str(path)], "data_file": "ignored"})
     assert [r["sha256"] for r in records] == [file_sha256(path)]
     assert records[0]["keys"] == list(ReferenceData(path).keys) and records[0]["n_structures"] == len(records[0]["keys"])
-    assert load_card_tool().extra_training_data({"extra_train_files": []}) == []
+    assert card_tool.extra_training_data({"extra_train_files": []}) == []
 
 
 def test_model_card_takes_new_evaluations_of_its_own_model_only(tmp_path):
