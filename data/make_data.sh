@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${WORKERS:-2}
-# 32 and 50 waters: RI-JK within a 16 GB budget (the 50-water tensor, ~33 GB, goes to the scratch dir,
-# default next to the output; SCRATCH=dir to put it elsewhere); a killed SCF continues from its checkpoint
+# 32 waters: RI-JK within a 16 GB budget; 50 waters: integral-direct (no 33 GB tensor to rebuild after
+# a restart), its SCF checkpoint in transfer50.restart/ (commit it to continue elsewhere); a killed SCF
+# continues from its checkpoint
 BIG=(--density-fit-scf --save-dm --max-memory "${MAX_MEMORY:-16000}" ${SCRATCH:+--scratch "$SCRATCH"})
 ase-density sample -n 320 --waters 2 10 --seed 1 -o train_pool.xyz
 ase-density sample -n 40 --waters 8 12 --seed 2 -o test.xyz
@@ -18,4 +19,5 @@ ase-density label train_large.xyz -o train_large.h5 --workers "$W" --guess model
 ase-density label test.xyz -o test.h5 --workers "$W" --save-dm || true
 ase-density label transfer.xyz -o transfer.h5 --workers "$W" --save-dm || true
 ase-density label transfer32.xyz -o transfer32.h5 "${BIG[@]}" || true
-ase-density label transfer50.xyz -o transfer50.h5 "${BIG[@]}" || true
+ase-density label transfer50.xyz -o transfer50.h5 --save-dm --max-memory 8000 --scratch transfer50.restart \
+    --guess model --workers 1 || true
