@@ -27,19 +27,21 @@ def _set_threads(n):
     lib.num_threads(n)
 
 
-def label_one(task):
+def label_one(task, on_cycle=None):
     """Worker entry point: ``(key, atoms, settings_dict, fit_error, save_dm, guess, model,
     trust_model, allow_non_water, max_memory, scratch_prefix)`` -> ``(key, ReferenceResult or
     None, failure reason or None)``; ``guess``/``model``/``trust_model`` as in
     :func:`ase_density.scf_guess.initial_guess`; ``max_memory`` (MB) the SCF's budget;
     ``scratch_prefix`` the path prefix of the structure's SCF checkpoint (``.chk``) and
-    out-of-core RI-JK tensor (``.cderi.h5``). Never raises for bad input."""
+    out-of-core RI-JK tensor (``.cderi.h5``); ``on_cycle`` as in
+    :func:`ase_density.reference.run_scf`. Never raises for bad input."""
     key, atoms, settings, fit_error, save_dm, guess, model, trust_model, allow_non_water, max_memory, prefix = task
     try:
         result = compute_reference(atoms, ReferenceSettings(**settings), fit_error=fit_error,
                                    save_density_matrix=save_dm, label=key, allow_non_water=allow_non_water,
                                    guess=functools.partial(initial_guess, guess=guess, model=model, trust_model=trust_model),
-                                   max_memory=max_memory, checkpoint=prefix + ".chk", df_file=prefix + ".cderi.h5")
+                                   max_memory=max_memory, checkpoint=prefix + ".chk", df_file=prefix + ".cderi.h5",
+                                   on_cycle=on_cycle)
         return key, result, None
     except (StructureError, SCFNotConverged, ScratchSpaceError) as exc:
         return key, None, str(exc)
@@ -106,7 +108,7 @@ def label_structures(structures, output, settings: ReferenceSettings = Reference
         by_key = {t[0]: t[1] for t in tasks}
         bar = tqdm(total=len(tasks), desc=f"labelling {os.path.basename(os.fspath(output))}", unit="structure",
                    disable=not progress)
-        for key, result, reason in _run(tasks, workers, dask_address):
+        for key, result, reason in _run(tasks, workers, dask_address, functools.partial(_show_cycle, bar, summary)):
             if result is None:
                 writer.write_failure(key, reason)
                 summary["failed"].append((key, reason))
@@ -163,7 +165,14 @@ def _guess_provenance(guess, model, settings, trust_model=False):
     return path, {"model": os.path.basename(path), "model_sha256": file_sha256(path)}
 
 
-def _run(tasks, workers, dask_address):
+def _show_cycle(bar, summary, cycle, energy):
+    """The SCF in progress on the progress ``bar``: its cycle and energy (Ha)."""
+    bar.set_postfix_str(f"failed={len(summary['failed'])}, SCF cycle {cycle}: E = {energy:.8f} Ha")
+
+
+def _run(tasks, workers, dask_address, on_cycle=None):
+    """``(key, result, reason)`` per task, from a Dask cluster, worker processes, or this process
+    (``workers <= 1``; only there does ``on_cycle`` see the SCF's cycles)."""
     if not tasks:
         return
     if dask_address:
@@ -176,7 +185,7 @@ def _run(tasks, workers, dask_address):
         return
     if workers <= 1:
         for task in tasks:
-            yield label_one(task)
+            yield label_one(task, on_cycle)
         return
     import multiprocessing as mp
 

@@ -103,7 +103,7 @@ class ReferenceResult:
     density_matrix: np.ndarray | None = None
 
 
-def run_scf(mol, settings: ReferenceSettings, dm0=None, checkpoint=None, df_file=None):
+def run_scf(mol, settings: ReferenceSettings, dm0=None, checkpoint=None, df_file=None, on_cycle=None):
     """Run RKS (or RHF for ``xc='HF'``) on PySCF ``mol`` within its ``max_memory`` (MB), from the
     initial density matrix ``dm0`` (default: PySCF's ``minao`` guess), or from ``dm0(mf)`` when it
     is a callable (a guess that reuses the SCF object's integrals, e.g. ``scf_guess.initial_guess``).
@@ -115,6 +115,8 @@ def run_scf(mol, settings: ReferenceSettings, dm0=None, checkpoint=None, df_file
     one, is ignored with a warning and replaced.
     ``df_file``: where the RI-JK tensor goes when it does not fit in ``mol.max_memory`` (default:
     a temporary file in the system temp dir); deleted before this returns, also on error.
+    ``on_cycle(cycle, energy)``: called after every cycle of this run with its number (from 1) and
+    the SCF energy (Ha), e.g. to show the progress of an SCF of hours.
 
     Returns the finished mean-field object with ``n_cycles`` (cycles of this run), ``restarted``
     (it started from ``checkpoint``) and ``df_on_disk`` (the RI-JK tensor was out of core) set."""
@@ -136,6 +138,8 @@ def run_scf(mol, settings: ReferenceSettings, dm0=None, checkpoint=None, df_file
         cycles.append(env.get("cycle"))
         if checkpoint is not None:
             _save_checkpoint(checkpoint, mol, settings, env)
+        if on_cycle is not None:
+            on_cycle(len(cycles), float(env["e_tot"]))
 
     mf.callback = callback
     on_disk = None
@@ -320,14 +324,14 @@ def aux_function_integrals(basis: AuxBasis, symbols) -> np.ndarray:
 def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), basis: AuxBasis | None = None,
                       fit_error: bool = True, save_density_matrix: bool = False, label=None,
                       guess=None, allow_non_water: bool = False, max_memory: float = DEFAULT_MAX_MEMORY,
-                      checkpoint=None, df_file=None) -> ReferenceResult:
+                      checkpoint=None, df_file=None, on_cycle=None) -> ReferenceResult:
     """DFT (or HF) on ``atoms`` (Å) and the constrained Coulomb fit of its density onto the
     auxiliary basis. Raises :class:`SCFNotConverged` if the SCF fails to converge.
     ``fit_error`` also computes eps (%) of the fit against the full density on the DFT grid.
     ``guess``: the SCF's initial guess as ``run_scf``'s ``dm0`` (default ``minao``); its cost
     counts in ``timings['scf']``. ``max_memory``: the SCF's memory budget in MB (PySCF's
-    ``max_memory``). ``checkpoint``, ``df_file``: as in :func:`run_scf` (restart file of the SCF,
-    file for an RI-JK tensor that does not fit in ``max_memory``)."""
+    ``max_memory``). ``checkpoint``, ``df_file``, ``on_cycle``: as in :func:`run_scf` (restart file
+    of the SCF, file for an RI-JK tensor that does not fit in ``max_memory``, progress callback)."""
     max_memory = check_max_memory(max_memory)
     basis = basis or AuxBasis.load(settings.auxbasis)
     validate_atoms(atoms, elements=basis.symbols, label=label, allow_non_water=allow_non_water)
@@ -336,7 +340,7 @@ def compute_reference(atoms, settings: ReferenceSettings = ReferenceSettings(), 
     timings = {}
     t0 = time.perf_counter()
     mol = build_mole(symbols, atoms.get_positions(), settings.basis, max_memory=max_memory)
-    mf = run_scf(mol, settings, dm0=guess, checkpoint=checkpoint, df_file=df_file)
+    mf = run_scf(mol, settings, dm0=guess, checkpoint=checkpoint, df_file=df_file, on_cycle=on_cycle)
     timings["scf"] = time.perf_counter() - t0
     if not mf.converged:
         raise SCFNotConverged(f"SCF did not converge in {settings.max_cycle} cycles (last energy {mf.e_tot:.8f} Ha)")

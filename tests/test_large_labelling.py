@@ -182,3 +182,14 @@ def test_label_max_memory_and_scratch_options(tmp_path, capsys):
     assert not (tmp_path / "w.h5").exists()  # options are checked before the output is made
     assert main(base) == 0
     assert not (tmp_path / "w.h5.scratch").exists()  # the default scratch dir is removed when empty
+
+
+def test_each_scf_cycle_is_reported_with_its_energy(tmp_path, capsys):
+    seen = []
+    mf = run_scf(_mole(molecule("H2O"), 500), ReferenceSettings(xc="HF"), on_cycle=lambda *c: seen.append(c))
+    assert [n for n, _ in seen] == list(range(1, mf.n_cycles + 1)) and abs(seen[-1][1] - mf.e_tot) < 1e-9
+    # `label` with one worker shows them on its progress bar
+    xyz = tmp_path / "w.xyz"
+    ase.io.write(xyz, molecule("H2O"))
+    assert main(["label", str(xyz), "-o", str(tmp_path / "w.h5"), "--xc", "HF", "--basis", "sto-3g"]) == 0
+    assert "SCF cycle" in capsys.readouterr().err
