@@ -58,10 +58,10 @@ def pyscf_coefficients(atoms, coefficients, basis: AuxBasis):
     return basis.aux_mole(symbols, atoms.get_positions()), basis.e3nn_to_pyscf(symbols, coefficients)
 
 
-def _screened_blocks(mol, coords_bohr):
-    """Yield (rows, AO values, shell mask) over blocks of ``coords_bohr``, evaluating only the shells
-    of PySCF ``mol`` that do not vanish on each sub-block of points (PySCF's screening; effective
-    on spatially sorted points, as PySCF grids are)."""
+def screened_blocks(mol, coords_bohr):
+    """Yield (rows, AO values (n_rows, nao), shell mask) over blocks of ``coords_bohr`` (Bohr) of at
+    most ~200 MB of values, evaluating only the shells of PySCF ``mol`` that do not vanish on each
+    sub-block of points (PySCF's screening; effective on spatially sorted points, as PySCF grids are)."""
     from pyscf.dft import gen_grid
 
     block = max(1, int(_BLOCK_BYTES / (8 * max(mol.nao, 1))) // gen_grid.BLKSIZE) * gen_grid.BLKSIZE
@@ -85,7 +85,7 @@ def aux_density_values(auxmol, flat, coords_bohr) -> np.ndarray:
         raise ValueError(f"points must be a finite (n, 3) array, got shape {coords_bohr.shape}")
     out = np.empty((len(coords_bohr), columns.shape[1]))
     shells, ao_loc = (0, auxmol.nbas), auxmol.ao_loc_nr()
-    for rows, ao, mask in _screened_blocks(auxmol, coords_bohr):
+    for rows, ao, mask in screened_blocks(auxmol, coords_bohr):
         out[rows] = numint._dot_ao_dm(auxmol, ao, columns, mask, shells, ao_loc)
     return out.reshape((len(coords_bohr),) + np.shape(flat)[1:])
 
@@ -249,7 +249,7 @@ def full_density_on_grid(mol, density_matrix, coords_bohr) -> np.ndarray:
     weights, vectors = weights[keep], np.ascontiguousarray(vectors[:, keep])
     shells, ao_loc = (0, mol.nbas), mol.ao_loc_nr()
     out = np.empty(len(coords_bohr))
-    for rows, ao, mask in _screened_blocks(mol, coords_bohr):
+    for rows, ao, mask in screened_blocks(mol, coords_bohr):
         out[rows] = numint._dot_ao_dm(mol, ao, vectors, mask, shells, ao_loc) ** 2 @ weights
     return out
 

@@ -12,7 +12,8 @@ Plain functions on plain arrays (positions in Å, coefficients in atomic units, 
   (b) charge flow within molecules and (c) the atomic l = 1 moments; the three add up to the dipole.
 - :func:`electrostatic_errors`: the per-structure electrostatic metrics of a predicted density
   against a reference (charges, water net charges, the dipole error and its split).
-- :func:`hirshfeld_charges` (:func:`density_hirshfeld_charges` for aux-basis coefficients): atom
+- :func:`hirshfeld_charges` (:func:`density_hirshfeld_charges` for aux-basis coefficients,
+  :func:`hirshfeld_population_matrix` as a linear map of them, what training uses): atom
   charges (e) of any density given on an integration grid, shared
   out in proportion to spherical free-atom densities. Unlike the basis-function partition of
   :func:`ase_density.density.atomic_charges` they do not depend on how the density is expanded:
@@ -31,12 +32,14 @@ from scipy.special import erf
 
 from . import density
 from .basis import build_mole
-from .validation import StructureError, find_waters
+from .validation import StructureError, find_waters, validate_atoms
 
 #: orbital basis of the free atoms whose spherical densities define the Hirshfeld partition
 FREE_ATOM_BASIS = "def2-svp"
 #: radii (Bohr) on which free-atom densities are tabulated; beyond the last one they count as zero
 _FREE_ATOM_RADII = np.geomspace(1e-5, 40.0, 4000)
+#: grid points per block of the Hirshfeld weights (memory 8 bytes × block × n_atoms)
+_HIRSHFELD_BLOCK = 4096
 
 #: keys of :func:`hirshfeld_errors` (e)
 HIRSHFELD_FIELDS = ("hirshfeld_charge_mae", "hirshfeld_charge_mae_fit", "hirshfeld_water_charge_mae",
@@ -174,36 +177,72 @@ def free_atom_density(symbol: str, orbital_basis: str = FREE_ATOM_BASIS) -> np.n
     return values
 
 
+def _check_grid(coords_bohr, weights) -> tuple:
+    coords_bohr, weights = np.asarray(coords_bohr, dtype=float), np.asarray(weights, dtype=float)
+    if coords_bohr.ndim != 2 or coords_bohr.shape[1] != 3 or not np.isfinite(coords_bohr).all():
+        raise ValueError(f"grid points must be a finite (n, 3) array, got shape {coords_bohr.shape}")
+    if weights.shape != (len(coords_bohr),) or not np.isfinite(weights).all():
+        raise ValueError(f"{len(coords_bohr)} grid points need as many weights, all finite, got shape {weights.shape}")
+    return coords_bohr, weights
+
+
+def hirshfeld_weights(atoms, coords_bohr, free_atom_basis: str = FREE_ATOM_BASIS) -> np.ndarray:
+    """Hirshfeld's share w_A(r) = rho_A^free(r) / Σ_B rho_B^free(r) of every atom of ``atoms`` (Å)
+    at the points ``coords_bohr`` (n_points, 3; Bohr): shape (n_points, n_atoms), rows summing to
+    1, zero where every free atom vanishes (beyond 40 Bohr). Free atoms:
+    :func:`free_atom_density` in ``free_atom_basis``. Memory O(n_points · n_atoms): pass blocks."""
+    if len(atoms) == 0:
+        raise StructureError("no atoms to share the density among")
+    symbols, positions = atoms.get_chemical_symbols(), atoms.get_positions() / Bohr
+    free = np.stack([np.interp(np.linalg.norm(coords_bohr - positions[i], axis=1), _FREE_ATOM_RADII,
+                               free_atom_density(symbols[i], free_atom_basis), right=0.0)
+                     for i in range(len(atoms))], axis=1)
+    promolecule = free.sum(axis=1, keepdims=True)
+    return np.where(promolecule > 1e-30, free / np.where(promolecule > 1e-30, promolecule, 1.0), 0.0)
+
+
 def hirshfeld_charges(atoms, coords_bohr, weights, rho, free_atom_basis: str = FREE_ATOM_BASIS) -> np.ndarray:
     """Hirshfeld atom charges (e) of a density ``rho`` (e/Bohr³; shape (n_points,) or
     (n_points, k) for k densities at once) given at the points ``coords_bohr`` (n_points, 3) of an
     integration grid with ``weights`` (Bohr³) for ``atoms`` (Å): q_A = Z_A − ∫ rho w_A dr with
-    w_A = rho_A^free / Σ_B rho_B^free, the free atoms' spherical densities
-    (:func:`free_atom_density` in ``free_atom_basis``) at the nuclei. Returns (n_atoms,) or
-    (n_atoms, k). Points where every free atom vanishes (beyond 40 Bohr) are left out."""
-    coords_bohr = np.asarray(coords_bohr, dtype=float)
-    weights, rho = np.asarray(weights, dtype=float), np.asarray(rho, dtype=float)
-    if coords_bohr.ndim != 2 or coords_bohr.shape[1] != 3 or not np.isfinite(coords_bohr).all():
-        raise ValueError(f"grid points must be a finite (n, 3) array, got shape {coords_bohr.shape}")
-    if weights.shape != (len(coords_bohr),) or len(rho) != len(coords_bohr) or rho.ndim > 2:
-        raise ValueError(f"{len(coords_bohr)} grid points need as many weights and density values, got weights "
-                         f"{weights.shape} and densities {rho.shape}")
-    if not (np.isfinite(weights).all() and np.isfinite(rho).all()):
-        raise ValueError("grid weights or densities contain NaN/inf")
+    w_A the share of :func:`hirshfeld_weights`. Returns (n_atoms,) or (n_atoms, k)."""
+    coords_bohr, weights = _check_grid(coords_bohr, weights)
+    rho = np.asarray(rho, dtype=float)
+    if len(rho) != len(coords_bohr) or rho.ndim > 2:
+        raise ValueError(f"{len(coords_bohr)} grid points need as many density values, got densities {rho.shape}")
+    if not np.isfinite(rho).all():
+        raise ValueError("grid densities contain NaN/inf")
     if len(atoms) == 0:
         raise StructureError("no atoms to share the density among")
-    symbols, positions = atoms.get_chemical_symbols(), atoms.get_positions() / Bohr
-
-    def free(i):  # atom i's free density at every grid point; recomputed, not stored: memory O(points)
-        r = np.linalg.norm(coords_bohr - positions[i], axis=1)
-        return np.interp(r, _FREE_ATOM_RADII, free_atom_density(symbols[i], free_atom_basis), right=0.0)
-
-    promolecule = sum(free(i) for i in range(len(atoms)))
-    inside = promolecule > 1e-30
-    columns = rho.reshape(len(rho), -1)
-    share = np.where(inside[:, None], weights[:, None] * columns / np.where(inside, promolecule, 1.0)[:, None], 0.0)
-    charges = atoms.get_atomic_numbers()[:, None] - np.stack([free(i) @ share for i in range(len(atoms))])
+    columns = weights[:, None] * rho.reshape(len(rho), -1)
+    populations = np.zeros((len(atoms), columns.shape[1]))
+    for start in range(0, len(coords_bohr), _HIRSHFELD_BLOCK):
+        rows = slice(start, start + _HIRSHFELD_BLOCK)
+        populations += hirshfeld_weights(atoms, coords_bohr[rows], free_atom_basis).T @ columns[rows]
+    charges = atoms.get_atomic_numbers()[:, None] - populations
     return charges[:, 0] if rho.ndim == 1 else charges
+
+
+def hirshfeld_population_matrix(atoms, basis, grid_level: int = 1,
+                                free_atom_basis: str = FREE_ATOM_BASIS) -> np.ndarray:
+    """The linear map from aux-basis coefficients to Hirshfeld populations on ``atoms`` (Å):
+    M[A, B, j] = ∫ w_A(r) χ_Bj(r) dr (electrons per unit coefficient), shape (n_atoms, n_atoms,
+    basis.width), e3nn layout, zero on padding, integrated on a PySCF grid of ``grid_level`` (0–9).
+    The Hirshfeld charge of atom A of coefficients c (a.u., e3nn layout) is
+    Z_A − Σ_Bj M[A, B, j] c[B, j], as :func:`density_hirshfeld_charges` at the same grid level."""
+    validate_atoms(atoms, elements=tuple(basis.symbols), allow_non_water=True)
+    coords, weights = density.integration_grid(atoms, grid_level)
+    symbols = atoms.get_chemical_symbols()
+    auxmol = basis.aux_mole(symbols, atoms.get_positions())
+    flat = np.zeros((len(atoms), auxmol.nao_nr()))
+    for rows, ao, _ in density.screened_blocks(auxmol, coords):
+        for start in range(rows.start, rows.stop, _HIRSHFELD_BLOCK):
+            block = slice(start, min(start + _HIRSHFELD_BLOCK, rows.stop))
+            share = hirshfeld_weights(atoms, coords[block], free_atom_basis) * weights[block, None]
+            flat += share.T @ ao[block.start - rows.start:block.stop - rows.start]
+    # c_pyscf = R^T c_e3nn per atom, so a row w of the PySCF map is R w in e3nn layout
+    return np.stack([np.nan_to_num(basis.pyscf_to_e3nn(symbols, row)) for row in flat]).reshape(
+        len(atoms), len(atoms), basis.width)
 
 
 def hirshfeld_errors(atoms, grid: dict, free_atom_basis: str = FREE_ATOM_BASIS) -> dict:

@@ -30,7 +30,7 @@ from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager, Ro
 from ase_density.basis import AuxBasis
 from ase_density.electrostatics import s_primitives
 
-from .nn import COEFFICIENTS_KEY
+from .nn import COEFFICIENTS_KEY, HIRSHFELD_KEY
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,6 +139,9 @@ def _type_table(basis: AuxBasis, type_names: Sequence[str], values, trailing=())
     return table
 
 
+PARTITIONS = ("basis", "hirshfeld")
+
+
 class ElectrostaticModifier(BaseModifier):
     """Base of the field modifiers that turn ``density_coefficients`` into charges and moments
     with the integrals of the auxiliary basis (:meth:`AuxBasis.moments`). NaN entries of the
@@ -147,10 +150,16 @@ class ElectrostaticModifier(BaseModifier):
     Args:
         basis: auxiliary basis (PySCF name, ``<name>-decontract`` or file)
         type_names: model type names (element symbols)
+        partition: how the density is shared among atoms for charges: ``basis`` (each atom's own
+            functions) or ``hirshfeld`` (Hirshfeld's partition, from the data's
+            ``hirshfeld_population_matrix``: ``DensityDataset(hirshfeld_grid_level=...)``)
     """
 
-    def __init__(self, basis: str, type_names: Sequence[str]):
+    def __init__(self, basis: str, type_names: Sequence[str], partition: str = "basis"):
         super().__init__(COEFFICIENTS_KEY)
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        self.partition = partition
         unknown = [n for n in type_names if n not in atomic_numbers]
         if unknown:
             raise ValueError(f"type names {unknown} are not element symbols: charges need nuclear charges")
@@ -164,9 +173,24 @@ class ElectrostaticModifier(BaseModifier):
         return torch.nan_to_num(x, nan=0.0), data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
 
     def populations(self, data: AtomicDataDict.Type) -> torch.Tensor:
-        """(n_atoms,) electrons carried by each atom's functions."""
+        """(n_atoms,) electrons of each atom: on its own functions (``basis`` partition), or
+        Σ_Bj M[A, B, j] c[B, j] with the structure's Hirshfeld population matrix M."""
         x, types = self._coefficients(data)
-        return (x * self.integrals.to(x)[types]).sum(-1)
+        if self.partition == "basis":
+            return (x * self.integrals.to(x)[types]).sum(-1)
+        if HIRSHFELD_KEY not in data:
+            raise KeyError(f"the hirshfeld partition needs the field `{HIRSHFELD_KEY}` in the data: "
+                           f"set `hirshfeld_grid_level` of the DensityDataset")
+        matrix = data[HIRSHFELD_KEY]  # (n_atoms, max_atoms, width)
+        data = AtomicDataDict.with_batch_(dict(data))
+        batch, counts = data[AtomicDataDict.BATCH_KEY], data[AtomicDataDict.NUM_NODES_KEY].view(-1)
+        n_graphs = len(counts)
+        local = torch.arange(len(batch), device=x.device) - (torch.cumsum(counts, 0) - counts)[batch]  # atoms are contiguous per graph
+        if int(local.max()) >= matrix.shape[1]:
+            raise ValueError(f"`{HIRSHFELD_KEY}` covers {matrix.shape[1]} atoms per structure, fewer than the data holds")
+        padded = torch.zeros((n_graphs, matrix.shape[1], x.shape[1]), dtype=x.dtype, device=x.device)
+        padded[batch, local] = x  # each structure's coefficients, in its own atom order
+        return torch.einsum("abj,abj->a", matrix.to(x), padded[batch])
 
     def charges(self, data: AtomicDataDict.Type) -> torch.Tensor:
         """(n_atoms,) atomic charges (e): nuclear charge minus :meth:`populations`."""
@@ -176,14 +200,14 @@ class ElectrostaticModifier(BaseModifier):
 
 
 class AtomicPopulation(ElectrostaticModifier):
-    """Field modifier: electrons on each atom's functions (e), shape (n_atoms,). Its error is the
-    error of the atomic charges."""
+    """Field modifier: electrons on each atom (e), shape (n_atoms,), in the ``partition`` (on its
+    own functions by default). Its error is the error of the atomic charges."""
 
     def _func(self, data: AtomicDataDict.Type) -> torch.Tensor:
         return self.populations(data)
 
     def __str__(self) -> str:
-        return "population"
+        return "population" if self.partition == "basis" else f"{self.partition}_population"
 
 
 def _graph_index(data: AtomicDataDict.Type):
@@ -218,11 +242,12 @@ class WaterCharge(ElectrostaticModifier):
     structure, as :func:`ase_density.validation.find_waters` assigns them.
 
     Args:
-        basis, type_names: as :class:`ElectrostaticModifier`; ``type_names`` must contain H and O
+        basis, type_names, partition: as :class:`ElectrostaticModifier`; ``type_names`` must
+            contain H and O
     """
 
-    def __init__(self, basis: str, type_names: Sequence[str]):
-        super().__init__(basis, type_names)
+    def __init__(self, basis: str, type_names: Sequence[str], partition: str = "basis"):
+        super().__init__(basis, type_names, partition)
         if "H" not in type_names or "O" not in type_names:
             raise ValueError(f"WaterCharge needs types H and O, got {list(type_names)}")
         self.h, self.o = type_names.index("H"), type_names.index("O")
@@ -240,7 +265,34 @@ class WaterCharge(ElectrostaticModifier):
         return torch.where(is_o, water, torch.full_like(water, float("nan")))
 
     def __str__(self) -> str:
-        return "water_charge"
+        return "water_charge" if self.partition == "basis" else f"{self.partition}_water_charge"
+
+
+class HirshfeldChargeError(_MeanX):
+    """Mean over atoms (or over water molecules, ``molecules=True``) of the squared (or, with
+    ``squared=False``, absolute) error of Hirshfeld charges (e², e). Takes whole prediction /
+    target dicts (``field: null`` in ``MetricsManager``): the predicted coefficients are shared out
+    with the target's ``hirshfeld_population_matrix``, which a model's output does not carry.
+
+    Args:
+        basis, type_names: as :class:`ElectrostaticModifier`
+        molecules: net charges of water molecules (:class:`WaterCharge`) instead of atoms
+        squared: mean squared error (a loss) rather than mean absolute error (a metric)
+    """
+
+    def __init__(self, basis: str, type_names: Sequence[str], molecules: bool = False, squared: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.molecules, self.squared = molecules, squared
+        self.charges = (WaterCharge if molecules else AtomicPopulation)(basis, type_names, "hirshfeld")
+
+    def update(self, preds: AtomicDataDict.Type, target: AtomicDataDict.Type) -> None:
+        reference = self.charges(target)
+        error = self.charges({**target, COEFFICIENTS_KEY: preds[COEFFICIENTS_KEY]}) - reference
+        error = error[~torch.isnan(reference)]  # water charges sit on the O atoms only
+        super().update(error * error if self.squared else error.abs())
+
+    def __str__(self) -> str:
+        return f"hirshfeld_{'water_charge' if self.molecules else 'population'}_{'mse' if self.squared else 'mae'}"
 
 
 class DipoleErrorNorm(_MeanX):
@@ -306,7 +358,8 @@ class StructureCoulombError(CoulombError):
 
 def DensityLoss(basis: str, type_names: List[str], l_max: Optional[int] = None, mse: float = 1.0,
                 coulomb: Optional[float] = None, structure_coulomb: Optional[float] = None,
-                population: Optional[float] = None, dipole: Optional[float] = None):
+                population: Optional[float] = None, dipole: Optional[float] = None,
+                hirshfeld_population: Optional[float] = None, hirshfeld_water_charge: Optional[float] = None):
     """Loss ``MetricsManager``, a weighted sum of the terms given a weight (``None`` or 0: off):
 
     - ``mse``: ``coeff_mse``, MSE over all labelled coefficients with l <= ``l_max`` (a.u.²);
@@ -315,7 +368,10 @@ def DensityLoss(basis: str, type_names: List[str], l_max: Optional[int] = None, 
       per atom with exact cross-atom s terms (Hartree);
     - ``population``: MSE of the electrons on each atom (:class:`AtomicPopulation`, e²), i.e. of
       the atomic charges;
-    - ``dipole``: MSE of the components of each structure's dipole (:class:`StructureDipole`, (e·Å)²).
+    - ``dipole``: MSE of the components of each structure's dipole (:class:`StructureDipole`, (e·Å)²);
+    - ``hirshfeld_population``, ``hirshfeld_water_charge``: MSE of the Hirshfeld populations of
+      the atoms and of the Hirshfeld net charges of the water molecules (e²); they need the
+      dataset's ``hirshfeld_grid_level``.
 
     Set ``l_max`` to the model's ``lmax_o``."""
     metrics = []
@@ -334,24 +390,34 @@ def DensityLoss(basis: str, type_names: List[str], l_max: Optional[int] = None, 
     if dipole:
         metrics.append({"name": "dipole_mse", "field": StructureDipole(basis, type_names),
                         "metric": MeanSquaredError(), "coeff": dipole})
+    for molecules, weight in ((False, hirshfeld_population), (True, hirshfeld_water_charge)):
+        if weight:
+            metric = HirshfeldChargeError(basis, type_names, molecules=molecules)
+            metrics.append({"name": str(metric), "field": None, "metric": metric, "coeff": weight})
+    weights = {"mse": mse, "coulomb": coulomb, "structure_coulomb": structure_coulomb, "population": population,
+               "dipole": dipole, "hirshfeld_population": hirshfeld_population,
+               "hirshfeld_water_charge": hirshfeld_water_charge}
     if not metrics:
-        raise ValueError("the loss needs a positive weight: mse, coulomb, structure_coulomb, population or dipole")
-    for name, weight in (("mse", mse), ("coulomb", coulomb), ("structure_coulomb", structure_coulomb),
-                         ("population", population), ("dipole", dipole)):
+        raise ValueError(f"the loss needs a positive weight: {', '.join(weights)}")
+    for name, weight in weights.items():
         if weight is not None and weight < 0:
             raise ValueError(f"loss weight `{name}` must be >= 0, got {weight}")
     return MetricsManager(metrics, type_names=type_names)
 
 
 def DensityMetrics(basis: str, type_names: List[str], l_max: Optional[int] = None, coulomb: bool = True,
-                   electrostatics: bool = True, extra_metrics: Optional[List[Dict[str, Any]]] = None):
+                   electrostatics: bool = True, hirshfeld_grid_level: Optional[int] = None,
+                   extra_metrics: Optional[List[Dict[str, Any]]] = None):
     """Monitoring ``MetricsManager``: coefficient RMSE and MAE (a.u.) per element over l <= ``l_max``
     (``coeff_rmse_H``, ...; their mean ``coeff_rmse`` is the ``weighted_sum`` that checkpoints
     monitor), RMSE and MAE per element and per l over *all* l of the basis (``coeff_O_l3_rmse``;
     for l > ``l_max`` the error of predicting zero), :class:`CoulombError` if ``coulomb``, and if
     ``electrostatics``: :class:`StructureCoulombError`, the atomic-charge MAE per element
     (``charge_mae_H``, e), the water net-charge MAE (``water_charge_mae``, e) and the mean dipole
-    error (``dipole_error_debye``, Debye). Only ``coeff_rmse`` enters the monitored sum."""
+    error (``dipole_error_debye``, Debye); given the dataset's ``hirshfeld_grid_level`` (its
+    Hirshfeld population matrices), the Hirshfeld charge MAE of atoms and of water molecules
+    (``hirshfeld_population_mae``, ``hirshfeld_water_charge_mae``, e). Every error is against the
+    fitted reference. Only ``coeff_rmse`` enters the monitored sum."""
     aux = _load_basis(basis, tuple(type_names))
     metrics = [
         {"name": "coeff_rmse", "field": CoefficientSelection(basis, type_names, l_max=l_max),
@@ -376,4 +442,8 @@ def DensityMetrics(basis: str, type_names: List[str], l_max: Optional[int] = Non
             {"name": "dipole_error_debye", "field": StructureDipole(basis, type_names),
              "metric": DipoleErrorNorm(factor=1.0 / Debye)},
         ]
+    if hirshfeld_grid_level is not None:
+        for molecules in (False, True):
+            metric = HirshfeldChargeError(basis, type_names, molecules=molecules, squared=False)
+            metrics.append({"name": str(metric), "field": None, "metric": metric})
     return MetricsManager(metrics + list(extra_metrics or []), type_names=type_names)

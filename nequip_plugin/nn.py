@@ -18,6 +18,10 @@ from nequip.nn import GraphModuleMixin
 
 #: the per-atom field of density coefficients (registered in ``nequip_plugin/__init__.py``)
 COEFFICIENTS_KEY = "density_coefficients"
+#: per-atom training field (n_atoms, max_atoms, width): row A of the structure's Hirshfeld population
+#: matrix (:func:`ase_density.electrostatics.hirshfeld_population_matrix`), zero-padded to the
+#: dataset's largest structure
+HIRSHFELD_KEY = "hirshfeld_population_matrix"
 #: the model-metadata key under which the auxiliary basis (``AuxBasis.to_json()``) is stored
 AUX_BASIS_METADATA_KEY = "aux_basis"
 

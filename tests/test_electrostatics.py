@@ -18,6 +18,7 @@ from ase_density.dataset import ReferenceData
 from ase_density.reference import compute_reference
 from nequip_plugin.metrics import (AtomicPopulation, DensityLoss, DensityMetrics, StructureCoulombError,
                                    StructureDipole, WaterCharge)
+from nequip_plugin.nn import HIRSHFELD_KEY
 
 FIXTURE = Path(__file__).parent / "data" / "small_water.h5"
 BASIS = "def2-universal-jfit-decontract"
@@ -138,6 +139,25 @@ def test_hirshfeld_charges_refuse_bad_grids(dimer_grid):
         electrostatics.hirshfeld_charges(atoms[:0], coords, weights, rho)
 
 
+def test_hirshfeld_population_matrix_is_the_grid_partition(labelled):
+    basis, frames = labelled
+    atoms = frames[0]
+    c = atoms.arrays[KEY]
+    matrix = electrostatics.hirshfeld_population_matrix(atoms, basis, grid_level=1)
+    assert matrix.shape == (len(atoms), len(atoms), basis.width)
+    # contracted with coefficients it gives the Hirshfeld charges of their density on the same grid
+    charges = atoms.numbers - np.einsum("abj,bj->a", matrix, np.nan_to_num(c))
+    np.testing.assert_allclose(charges, electrostatics.density_hirshfeld_charges(atoms, c, basis, grid_level=1),
+                               atol=1e-10)
+    # the shares sum to one: summed over atoms, each column is its function's integral (grid error)
+    integrals = np.stack([np.pad(basis.moments(s)[0], (0, basis.width - basis.element(s).size))
+                          for s in atoms.get_chemical_symbols()])
+    np.testing.assert_allclose(matrix.sum(axis=0), integrals, rtol=1e-3, atol=5e-3)
+    assert np.all(matrix[:, ~basis.mask(atoms.get_chemical_symbols())] == 0)  # padding
+    with pytest.raises(electrostatics.StructureError, match="unsupported element"):
+        electrostatics.hirshfeld_population_matrix(molecule("CH4"), basis)
+
+
 def test_electrostatic_errors_measure_moved_charge(labelled):
     basis, frames = labelled
     atoms = frames[0]
@@ -172,16 +192,27 @@ def test_dipole_components_refuse_molecules_that_do_not_cover_the_atoms(labelled
 
 # --- torch: the losses ---
 
-def _batch(frames, coefficients):
+def _batch(frames, coefficients, matrices=None):
+    """A nequip batch of ``frames`` carrying ``coefficients`` (and the Hirshfeld population
+    ``matrices``, zero-padded as ``DensityDataset`` pads them)."""
     set_global_state()
     mapper = ChemicalSpeciesToAtomTypeMapper(TYPES, {s: s for s in TYPES})
     data = []
-    for atoms, c in zip(frames, coefficients):
-        data.append(mapper(from_dict({
-            AtomicDataDict.POSITIONS_KEY: atoms.get_positions(),
-            AtomicDataDict.ATOMIC_NUMBERS_KEY: atoms.get_atomic_numbers(),
-            AtomicDataDict.PBC_KEY: False, KEY: c})))
+    width = max(len(a) for a in frames) + 1  # padding beyond the largest structure, as in a dataset
+    for k, (atoms, c) in enumerate(zip(frames, coefficients)):
+        fields = {AtomicDataDict.POSITIONS_KEY: atoms.get_positions(),
+                  AtomicDataDict.ATOMIC_NUMBERS_KEY: atoms.get_atomic_numbers(),
+                  AtomicDataDict.PBC_KEY: False, KEY: c}
+        if matrices is not None:
+            fields[HIRSHFELD_KEY] = np.pad(matrices[k], ((0, 0), (0, width - len(atoms)), (0, 0)))
+        data.append(mapper(from_dict(fields)))
     return AtomicDataDict.batched_from_list(data)
+
+
+@pytest.fixture(scope="module")
+def hirshfeld_matrices(labelled):
+    basis, frames = labelled
+    return [electrostatics.hirshfeld_population_matrix(a, basis, grid_level=1) for a in frames]
 
 
 def _noisy(frames, scale=2e-3, seed=0):
@@ -190,31 +221,38 @@ def _noisy(frames, scale=2e-3, seed=0):
             for a in frames]
 
 
-LOSS_TERMS = {"structure_coulomb": 1.0, "population": 1.0, "dipole": 1.0}
+LOSS_TERMS = {"structure_coulomb": 1.0, "population": 1.0, "dipole": 1.0, "hirshfeld_population": 1.0,
+              "hirshfeld_water_charge": 1.0}
+LOSS_NAMES = ("structure_coulomb", "population_mse", "dipole_mse", "hirshfeld_population_mse",
+              "hirshfeld_water_charge_mse")
 
 
-def _loss_values(frames, predictions):
-    target = _batch(frames, [a.arrays[KEY] for a in frames])
-    pred = _batch(frames, predictions)
+def _loss_values(frames, predictions, matrices):
+    target = _batch(frames, [a.arrays[KEY] for a in frames], matrices)
+    pred = _batch(frames, predictions, matrices)
     manager = DensityLoss(BASIS, TYPES, l_max=4, mse=None, **LOSS_TERMS)
     out = manager(pred, target)
-    return {k: out[k].item() for k in ("structure_coulomb", "population_mse", "dipole_mse")}
+    return {k: out[k].item() for k in LOSS_NAMES}
 
 
-def test_losses_vanish_at_the_reference_only(labelled):
+def test_losses_vanish_at_the_reference_only(labelled, hirshfeld_matrices):
     _, frames = labelled
-    assert all(v == 0 for v in _loss_values(frames, [np.nan_to_num(a.arrays[KEY]) for a in frames]).values())
-    assert all(v > 0 for v in _loss_values(frames, _noisy(frames)).values())
+    exact = _loss_values(frames, [np.nan_to_num(a.arrays[KEY]) for a in frames], hirshfeld_matrices)
+    assert all(v == 0 for v in exact.values())
+    assert all(v > 0 for v in _loss_values(frames, _noisy(frames), hirshfeld_matrices).values())
 
 
-def test_losses_match_the_numpy_physics(labelled):
+def test_losses_match_the_numpy_physics(labelled, hirshfeld_matrices):
     basis, frames = labelled
     predictions = _noisy(frames)
-    values = _loss_values(frames, predictions)
-    dq, dmu, coulomb = [], [], []
+    values = _loss_values(frames, predictions, hirshfeld_matrices)
+    dq, dmu, coulomb, dq_hirshfeld, dq_water = [], [], [], [], []
     for atoms, c in zip(frames, predictions):
         ref = atoms.arrays[KEY]
         dq.append(density.atomic_charges(atoms, c, basis) - density.atomic_charges(atoms, ref, basis))
+        hirshfeld = [electrostatics.density_hirshfeld_charges(atoms, x, basis, grid_level=1) for x in (c, ref)]
+        dq_hirshfeld.append(hirshfeld[0] - hirshfeld[1])
+        dq_water.append(dq_hirshfeld[-1][electrostatics.find_waters(atoms)].sum(axis=1))
         origin = atoms.numbers @ atoms.positions / atoms.numbers.sum()
         mu = [density.atomic_dipole_contributions(atoms, x, basis, origin=origin).sum(0) for x in (c, ref)]
         dmu.append(mu[0] - mu[1])
@@ -231,43 +269,57 @@ def test_losses_match_the_numpy_physics(labelled):
     np.testing.assert_allclose(values["population_mse"], np.mean(np.concatenate(dq) ** 2), rtol=1e-10)
     np.testing.assert_allclose(values["dipole_mse"], np.mean(np.concatenate(dmu) ** 2), rtol=1e-10)
     np.testing.assert_allclose(values["structure_coulomb"], np.mean(coulomb), rtol=1e-8)
+    np.testing.assert_allclose(values["hirshfeld_population_mse"], np.mean(np.concatenate(dq_hirshfeld) ** 2), rtol=1e-8)
+    np.testing.assert_allclose(values["hirshfeld_water_charge_mse"], np.mean(np.concatenate(dq_water) ** 2), rtol=1e-8)
 
 
-def _rotate(atoms, coefficients, basis, rotation):
-    """(rotated atoms carrying rotated reference coefficients, rotated ``coefficients``)."""
-    def turn(c):
+def _rotate(atoms, coefficients, matrix, basis, rotation):
+    """(rotated atoms carrying rotated reference coefficients, rotated ``coefficients``, the
+    Hirshfeld population ``matrix`` of the rotated atoms). The matrix's columns are functions, so
+    they turn as the coefficients do (the exact matrix; one recomputed on the rotated atoms differs
+    by the grid's orientation error)."""
+    wigner = {sym: o3.Irreps(basis.irreps(sym)).D_from_matrix(torch.as_tensor(rotation)).numpy()
+              for sym in set(atoms.get_chemical_symbols())}
+
+    def turn(c):  # (..., n_atoms, width): every atom's functions turned
         out = np.array(c, dtype=float)
         for i, sym in enumerate(atoms.get_chemical_symbols()):
             n = basis.element(sym).size
-            out[i, :n] = o3.Irreps(basis.irreps(sym)).D_from_matrix(torch.as_tensor(rotation)).numpy() @ c[i, :n]
+            out[..., i, :n] = c[..., i, :n] @ wigner[sym].T
         return out
 
     rotated = atoms.copy()
     rotated.positions = atoms.positions @ rotation.T
     rotated.arrays[KEY] = turn(atoms.arrays[KEY])
-    return rotated, turn(coefficients)
+    return rotated, turn(coefficients), turn(matrix)
 
 
-def test_losses_are_invariant_under_rotation_and_permutation(labelled):
+def test_losses_are_invariant_under_rotation_and_permutation(labelled, hirshfeld_matrices):
     basis, frames = labelled
     predictions = _noisy(frames)
-    values = _loss_values(frames, predictions)
+    values = _loss_values(frames, predictions, hirshfeld_matrices)
     from scipy.spatial.transform import Rotation
 
     rotation = Rotation.random(random_state=3).as_matrix()
-    rotated, rotated_predictions = zip(*(_rotate(a, c, basis, rotation) for a, c in zip(frames, predictions)))
-    for name, value in _loss_values(list(rotated), list(rotated_predictions)).items():
+    rotated, rotated_predictions, rotated_matrices = zip(
+        *(_rotate(a, c, m, basis, rotation) for a, c, m in zip(frames, predictions, hirshfeld_matrices)))
+    for name, value in _loss_values(list(rotated), list(rotated_predictions), list(rotated_matrices)).items():
         np.testing.assert_allclose(value, values[name], rtol=1e-9, err_msg=name)
     order = [np.random.default_rng(1).permutation(len(a)) for a in frames]
     permuted = [a[o] for a, o in zip(frames, order)]
-    for name, value in _loss_values(permuted, [c[o] for c, o in zip(predictions, order)]).items():
+    permuted_matrices = [m[np.ix_(o, o)] for m, o in zip(hirshfeld_matrices, order)]
+    for name, value in _loss_values(permuted, [c[o] for c, o in zip(predictions, order)], permuted_matrices).items():
         np.testing.assert_allclose(value, values[name], rtol=1e-10, err_msg=name)
+    # the matrix recomputed on the rotated atoms gives the same charges to the grid's error
+    recomputed = electrostatics.hirshfeld_population_matrix(rotated[0], basis, grid_level=1)
+    c = np.nan_to_num(rotated[0].arrays[KEY])
+    assert np.abs(np.einsum("abj,bj->a", recomputed - rotated_matrices[0], c)).max() < 1e-3
 
 
-def test_loss_gradients_are_exact(labelled):
+def test_loss_gradients_are_exact(labelled, hirshfeld_matrices):
     _, frames = labelled
     frames = frames[:2]
-    target = _batch(frames, [a.arrays[KEY] for a in frames])
+    target = _batch(frames, [a.arrays[KEY] for a in frames], hirshfeld_matrices[:2])
     start = torch.as_tensor(np.concatenate(_noisy(frames)))
     for name in LOSS_TERMS:
         manager = DensityLoss(BASIS, TYPES, l_max=4, mse=None, **{name: 1.0})
@@ -282,11 +334,12 @@ def test_loss_gradients_are_exact(labelled):
         assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-7, nondet_tol=1e-12), name
 
 
-def test_validation_metrics_report_electrostatics(labelled):
+def test_validation_metrics_report_electrostatics(labelled, hirshfeld_matrices):
     basis, frames = labelled
     predictions = _noisy(frames)
-    metrics = DensityMetrics(BASIS, TYPES, l_max=4)
-    out = metrics(_batch(frames, predictions), _batch(frames, [a.arrays[KEY] for a in frames]))
+    metrics = DensityMetrics(BASIS, TYPES, l_max=4, hirshfeld_grid_level=1)
+    out = metrics(_batch(frames, predictions, hirshfeld_matrices),
+                  _batch(frames, [a.arrays[KEY] for a in frames], hirshfeld_matrices))
     dq = np.concatenate([np.abs(electrostatics.water_charges(a, c, basis) - electrostatics.water_charges(a, a.arrays[KEY], basis))
                          for a, c in zip(frames, predictions)])
     np.testing.assert_allclose(out["water_charge_mae"].item(), dq.mean(), rtol=1e-10)
@@ -297,6 +350,11 @@ def test_validation_metrics_report_electrostatics(labelled):
         errors.append(np.linalg.norm(mu[0] - mu[1]) / Debye)
     np.testing.assert_allclose(out["dipole_error_debye"].item(), np.mean(errors), rtol=1e-10)
     assert {"charge_mae_H", "charge_mae_O", "structure_coulomb"} <= set(out)
+    dq = [np.abs(np.einsum("abj,bj->a", m, c - np.nan_to_num(a.arrays[KEY]))[electrostatics.find_waters(a)].sum(axis=1))
+          for a, c, m in zip(frames, predictions, hirshfeld_matrices)]
+    np.testing.assert_allclose(out["hirshfeld_water_charge_mae"].item(), np.concatenate(dq).mean(), rtol=1e-10)
+    with pytest.raises(KeyError, match="hirshfeld_grid_level"):  # a dataset without the matrices
+        metrics(_batch(frames, predictions), _batch(frames, [a.arrays[KEY] for a in frames]))
 
 
 def test_modifiers_refuse_types_that_are_not_elements():
@@ -306,6 +364,8 @@ def test_modifiers_refuse_types_that_are_not_elements():
         WaterCharge(BASIS, ["H"])
     with pytest.raises(ValueError, match=">= 0"):
         DensityLoss(BASIS, TYPES, population=-1.0)
+    with pytest.raises(ValueError, match="partition"):
+        AtomicPopulation(BASIS, TYPES, partition="mulliken")
     assert StructureDipole(BASIS, TYPES) is not None and StructureCoulombError(BASIS, TYPES) is not None
 
 

@@ -225,6 +225,26 @@ def test_extra_train_files_join_the_training_split_only(tmp_path):
         DensityDataset(str(FIXTURE), split="train", n_val=3, extra_train_files=[str(fake)])
 
 
+def test_dataset_carries_hirshfeld_matrices_on_request():
+    from ase_density.electrostatics import density_hirshfeld_charges
+    from nequip_plugin.nn import HIRSHFELD_KEY
+
+    set_global_state()  # float64, as in training
+    val = DensityDataset(str(FIXTURE), split="val", n_val=3, seed=7, hirshfeld_grid_level=0)
+    reference = ReferenceData(FIXTURE)
+    largest = max(len(reference[reference.keys.index(k)]) for k in val.keys)
+    for key, data in zip(val.keys, val):
+        atoms = reference[reference.keys.index(key)]
+        matrix = data[HIRSHFELD_KEY].numpy()
+        assert matrix.shape == (len(atoms), largest, 70) and not matrix[:, len(atoms):].any()
+        charges = atoms.numbers - np.einsum("abj,bj->a", matrix[:, :len(atoms)], np.nan_to_num(data[KEY].numpy()))
+        np.testing.assert_allclose(charges, density_hirshfeld_charges(atoms, atoms.arrays[KEY], reference.basis, 0),
+                                   atol=1e-10)
+    assert HIRSHFELD_KEY not in DensityDataset(str(FIXTURE), split="val", n_val=3, seed=7)[0]
+    with pytest.raises(ValueError, match="hirshfeld_grid_level"):
+        DensityDataset(str(FIXTURE), split="val", n_val=3, hirshfeld_grid_level=12)
+
+
 def test_dataset_refuses_other_basis_and_bad_split():
     with pytest.raises(DatasetError, match="differs"):
         DensityDataset(str(FIXTURE), basis="def2-universal-jfit")

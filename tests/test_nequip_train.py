@@ -51,12 +51,14 @@ def run(args, cwd):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny model trained for 2 epochs on the fixture, with the MSE + Coulomb loss."""
+    """A tiny model trained for 2 epochs on the fixture, with the MSE + Coulomb + Hirshfeld
+    water-charge loss."""
     workdir = tmp_path_factory.mktemp("train")
     run(["nequip-train", "-cp", str(ROOT / "examples"), "-cn", "train_water", f"hydra.run.dir={workdir}",
          f"data_file={FIXTURE}", "n_val=3", "lmax_h=1", f"lmax_o={LMAX_O}", "trainer.max_epochs=2",
          "training_module.model.num_features=4", "training_module.model.num_layers=1",
-         "training_module.loss.coulomb=0.1"], cwd=workdir)
+         "training_module.loss.coulomb=0.1", "hirshfeld_grid_level=0",
+         "training_module.loss.hirshfeld_water_charge=1.0"], cwd=workdir)
     return workdir
 
 
@@ -83,7 +85,9 @@ def test_training_logs_finite_losses_and_metrics(trained):
     rows = list(csv.DictReader(open(trained / "metrics" / "version_0" / "metrics.csv")))
     last = {k: float(v) for row in rows for k, v in row.items() if v}
     for name in ["train_loss_epoch/coeff_mse", "train_loss_epoch/coulomb", "val0_epoch/coeff_rmse_O",
-                 "val0_epoch/coeff_H_l2_mae", "val0_epoch/coeff_O_l4_rmse", "val0_epoch/coulomb"]:
+                 "val0_epoch/coeff_H_l2_mae", "val0_epoch/coeff_O_l4_rmse", "val0_epoch/coulomb",
+                 "train_loss_epoch/hirshfeld_water_charge_mse", "val0_epoch/hirshfeld_water_charge_mae",
+                 "val0_epoch/hirshfeld_population_mae"]:
         assert name in last and math.isfinite(last[name]) and last[name] > 0, name
     assert sorted(int(r["epoch"]) for r in rows if r["train_loss_epoch/weighted_sum"]) == [0, 1]
     assert (trained / "best.ckpt").exists()
