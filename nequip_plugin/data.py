@@ -96,7 +96,7 @@ class DensityDataset(AtomicDataset):
             max_atoms = max(len(atoms) for atoms in structures)
             for atoms, data in zip(tqdm(structures, desc=f"Hirshfeld matrices ({split})", unit="structure"),
                                    self.data_list):
-                matrix = hirshfeld_population_matrix(atoms, reference.basis, hirshfeld_grid_level)
+                matrix = _hirshfeld_matrix(atoms, reference.basis, hirshfeld_grid_level)
                 data[HIRSHFELD_KEY] = torch.as_tensor(np.pad(matrix, ((0, 0), (0, max_atoms - len(atoms)), (0, 0))),
                                                       dtype=data[COEFFICIENTS_KEY].dtype)
 
@@ -107,6 +107,18 @@ class DensityDataset(AtomicDataset):
         if isinstance(indices, slice):
             return self.data_list[indices]
         return [self.data_list[int(i)] for i in indices]
+
+
+#: Hirshfeld population matrices computed in this process, by (basis, grid level, structure):
+#: nequip-train builds each dataset more than once per run (statistics, fit, validation)
+_HIRSHFELD_MATRICES: Dict[tuple, np.ndarray] = {}
+
+
+def _hirshfeld_matrix(atoms, basis: AuxBasis, grid_level: int) -> np.ndarray:
+    key = (basis.to_json(), grid_level, atoms.numbers.tobytes(), atoms.positions.tobytes())
+    if key not in _HIRSHFELD_MATRICES:
+        _HIRSHFELD_MATRICES[key] = hirshfeld_population_matrix(atoms, basis, grid_level)
+    return _HIRSHFELD_MATRICES[key]
 
 
 def _to_data(atoms) -> AtomicDataDict.Type:
