@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from nequip.data import AtomicDataDict, DataStatisticsManager, Mean, NumNeighbors, from_dict
 from nequip.data.dataset import AtomicDataset
+from nequip.scripts._workflow_utils import get_workflow_state
 
 from ase_density.basis import AuxBasis
 from ase_density.dataset import DatasetError, ReferenceData, split_indices
@@ -46,8 +47,8 @@ class DensityDataset(AtomicDataset):
         hirshfeld_grid_level: if given (0-9), every structure also carries the node field
             ``hirshfeld_population_matrix`` (its Hirshfeld population matrix on a PySCF grid of
             this level, zero-padded to the largest structure of the split), which the ``hirshfeld``
-            losses and metrics of :mod:`nequip_plugin.metrics` need; ~2 s of CPU per 12-water
-            structure at level 1, computed when the dataset is made
+            losses and metrics of :mod:`nequip_plugin.metrics` need; ~1 s of CPU per 12-water
+            structure at level 1, computed when the dataset is made (not under ``nequip-package``)
     """
 
     def __init__(
@@ -92,7 +93,9 @@ class DensityDataset(AtomicDataset):
             self.keys += [f"{os.path.basename(extra.path)}:{key}" for key in extra.keys]
             structures += list(extra)
         self.data_list = [_to_data(atoms) for atoms in structures]
-        if hirshfeld_grid_level is not None:
+        # a training-only field: `nequip-package` rebuilds the datasets for the model's example input,
+        # which neither needs the matrices nor should carry them into the model file
+        if hirshfeld_grid_level is not None and get_workflow_state() != "package":
             max_atoms = max(len(atoms) for atoms in structures)
             for atoms, data in zip(tqdm(structures, desc=f"Hirshfeld matrices ({split})", unit="structure"),
                                    self.data_list):

@@ -241,6 +241,13 @@ def test_dataset_carries_hirshfeld_matrices_on_request():
         np.testing.assert_allclose(charges, density_hirshfeld_charges(atoms, atoms.arrays[KEY], reference.basis, 0),
                                    atol=1e-10)
     assert HIRSHFELD_KEY not in DensityDataset(str(FIXTURE), split="val", n_val=3, seed=7)[0]
+    from nequip.scripts._workflow_utils import set_workflow_state
+
+    set_workflow_state("package")  # the model's example input carries no training-only field
+    try:
+        assert HIRSHFELD_KEY not in DensityDataset(str(FIXTURE), split="val", n_val=3, seed=7, hirshfeld_grid_level=0)[0]
+    finally:
+        set_workflow_state(None)
     with pytest.raises(ValueError, match="hirshfeld_grid_level"):
         DensityDataset(str(FIXTURE), split="val", n_val=3, hirshfeld_grid_level=12)
 
