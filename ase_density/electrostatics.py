@@ -235,11 +235,8 @@ def hirshfeld_population_matrix(atoms, basis, grid_level: int = 1,
     symbols = atoms.get_chemical_symbols()
     auxmol = basis.aux_mole(symbols, atoms.get_positions())
     flat = np.zeros((len(atoms), auxmol.nao_nr()))
-    for rows, ao, _ in density.screened_blocks(auxmol, coords):
-        for start in range(rows.start, rows.stop, _HIRSHFELD_BLOCK):
-            block = slice(start, min(start + _HIRSHFELD_BLOCK, rows.stop))
-            share = hirshfeld_weights(atoms, coords[block], free_atom_basis) * weights[block, None]
-            flat += share.T @ ao[block.start - rows.start:block.stop - rows.start]
+    for rows, ao, _ in density.screened_blocks(auxmol, coords):  # the shares take n_atoms/nao of ao's memory
+        flat += (hirshfeld_weights(atoms, coords[rows], free_atom_basis) * weights[rows, None]).T @ ao
     # c_pyscf = R^T c_e3nn per atom, so a row w of the PySCF map is R w in e3nn layout
     return np.stack([np.nan_to_num(basis.pyscf_to_e3nn(symbols, row)) for row in flat]).reshape(
         len(atoms), len(atoms), basis.width)
