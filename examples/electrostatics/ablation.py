@@ -56,11 +56,9 @@ ROWS = {name: {**OFF, **row} for name, row in {
     # longer receptive field: a fourth interaction layer (16 A), or a 5 A cutoff (more neighbours per hop)
     "all_4_layers": {**ALL, "training_module.model.num_layers": 4},
     "all_cutoff_5": {**ALL, "cutoff_radius": 5.0},
-    # "all" trained again (its checkpoints are not kept) for the Hirshfeld columns, which need the DFT
-    # density at evaluation; the baseline of the next row
-    "all_rerun": ALL,
-    # the same plus the MSE of the Hirshfeld net charges of the water molecules (e^2)
+    # the same plus the MSE of the Hirshfeld net charges of the water molecules (e^2), at two weights
     "all_hirshfeld_water": {**ALL, "hirshfeld_grid_level": 1, "training_module.loss.hirshfeld_water_charge": 0.1},
+    "all_hirshfeld_water_light": {**ALL, "hirshfeld_grid_level": 1, "training_module.loss.hirshfeld_water_charge": 0.02},
 }.items()}
 MAX_STEPS = 1000
 GRID_LEVEL = 2
