@@ -159,9 +159,6 @@ def report(rows) -> str:
                 cells.append(" / ".join(f"{p:.2f}" for p in parts))
                 entry["dipole_split_test"] = parts
                 continue
-            if any(key not in e[name]["mean"] for e, _ in evals):  # evaluated without the DFT density
-                cells.append("–")
-                continue
             values = np.array([e[name]["mean"][key] for e, _ in evals], dtype=float)
             entry[f"{name}.{key}"] = values.tolist()
             cells.append(fmt.format(values.mean()) + (f" ± {fmt.format(values.std())}" if len(values) > 1 else ""))
@@ -197,9 +194,7 @@ def main(argv=None):
         table = report(args.rows)
         print(table)
         TABLE.write_text(f"# Electrostatics ablation\n\nMade by `python examples/electrostatics/ablation.py report` "
-                         f"(after `train` and `evaluate`). Mean ± standard deviation over seeds. "
-                         f"Hirshfeld columns \"–\": evaluated before they were added (grid level {GRID_LEVEL} "
-                         f"without the DFT density; the checkpoints are not kept).\n\n{table}\n")
+                         f"(after `train` and `evaluate`). Mean ± standard deviation over seeds.\n\n{table}\n")
     return 0
 
 
