@@ -59,6 +59,8 @@ ROWS = {name: {**OFF, **row} for name, row in {
     # the same plus the MSE of the Hirshfeld net charges of the water molecules (e^2), at two weights
     "all_hirshfeld_water": {**ALL, "hirshfeld_grid_level": 1, "training_module.loss.hirshfeld_water_charge": 0.1},
     "all_hirshfeld_water_light": {**ALL, "hirshfeld_grid_level": 1, "training_module.loss.hirshfeld_water_charge": 0.02},
+    # the same with the MSE of the atoms' Hirshfeld populations (e^2) instead
+    "all_hirshfeld_population": {**ALL, "hirshfeld_grid_level": 1, "training_module.loss.hirshfeld_population": 0.02},
 }.items()}
 MAX_STEPS = 1000
 GRID_LEVEL = 2
